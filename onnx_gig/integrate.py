@@ -1,0 +1,180 @@
+"""The IG graph: one ONNX model mapping a batch of images to attributions.
+
+Every image times every integration step runs as one batch through a copy of the forward
+graph and its backward graph. The schedule, baseline and target are model inputs with
+defaults, so a server can send only the image. Contract (also in the README):
+
+inputs   <image input> [N, ...]           the model's own image input, unchanged
+         baseline      broadcastable to the image, default zeros (model-input space)
+         alphas        [K] path positions, default 50 Gauss-Legendre nodes
+         step_weights  [K] quadrature weights, default the Gauss-Legendre weights
+         target        [1] or [N] int64 class to explain, default -1 = the predicted class
+outputs  attributions  [N, ...] (x - b) * sum_k w_k grad_k: sums of chunks add up
+         target_class  [N] int64, target_score [N], baseline_score [N] (pre-softmax scores)
+         <the model's own outputs for the image, unchanged>
+"""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+
+from . import __version__
+from .autodiff import RuleSet, build_gradient
+from .autodiff.emit import Emitter
+from .errors import ModelError
+from .loader import ForwardGraph
+from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
+
+INPUTS = ("baseline", "alphas", "step_weights", "target")
+OUTPUTS = ("attributions", "target_class", "target_score", "baseline_score")
+META_PREFIX = "onnx_gig."
+F32 = np.dtype(np.float32)
+
+
+def _clone(nodes: list[gs.Node], src: gs.Tensor, dst: gs.Tensor, prefix: str, batch: str) -> tuple[list[gs.Node], dict]:
+    """Copy the nodes that depend on ``src`` so they read ``dst``; constants and the rest are shared."""
+    mapping: dict[str, gs.Tensor] = {src.name: dst}
+    copies = []
+    for node in nodes:
+        if not any(i.name in mapping for i in node.inputs):
+            continue
+        outs = []
+        for o in node.outputs:
+            shape = None if o.shape is None else [batch if (k == 0 and isinstance(d, str)) else d
+                                                  for k, d in enumerate(o.shape)]
+            v = gs.Variable(prefix + o.name, dtype=o.dtype, shape=shape) if o.name else gs.Variable.empty()
+            mapping[o.name] = v
+            outs.append(v)
+        copies.append(gs.Node(node.op, name=prefix + (node.name or node.op), attrs=dict(node.attrs),
+                              inputs=[mapping.get(i.name, i) if i.name else i for i in node.inputs], outputs=outs,
+                              domain=node.domain))
+    return copies, mapping
+
+
+def _rest_shape(e: Emitter, x: gs.Tensor) -> object:
+    """[-1, d1, d2, ...] for the image (static dims as constants, else read from the tensor)."""
+    rest = list(x.shape[1:]) if x.shape else None
+    if rest is not None and all(isinstance(d, int) for d in rest):
+        return e.const(np.asarray([-1] + rest, np.int64))
+    return e.concat([e.const(np.asarray([-1], np.int64)), e.shape(x, start=1)], axis=0)
+
+
+def _activation_bytes_per_row(nodes: list[gs.Node]) -> int:
+    """Bytes of float activations one batch row of the forward graph holds (a memory estimate)."""
+    total = 0
+    for node in nodes:
+        for o in node.outputs:
+            if o.shape and o.dtype is not None and np.dtype(o.dtype).kind == "f":
+                dims = [d for d in o.shape[1:]]
+                if all(isinstance(d, int) for d in dims):
+                    total += int(np.prod(dims)) * np.dtype(o.dtype).itemsize
+    return total
+
+
+def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str, str]] = None) -> onnx.ModelProto:
+    """Wrap the forward graph, a path copy with its backward graph, and a baseline copy into one model."""
+    g = gs.import_onnx(fg.model)
+    g.toposort()
+    tensors = g.tensors()
+    taken = set(tensors)
+    clash = [n for n in INPUTS + OUTPUTS if n in taken]
+    if clash:
+        raise ModelError(f"the model already uses the tensor name(s) {', '.join(clash)}, which onnx-gig reserves")
+    x, score = tensors[fg.input_name], tensors[fg.score_name]
+    forward = list(g.nodes)
+    rank = len(x.shape) if x.shape else None
+    if not rank:
+        raise ModelError(f"the rank of input '{x.name}' is unknown")
+    e = Emitter(g, "gig/")
+
+    baseline = gs.Variable("baseline", dtype=F32, shape=[f"baseline_d{i}" for i in range(rank)])
+    alphas = gs.Variable("alphas", dtype=F32, shape=["K"])
+    weights = gs.Variable("step_weights", dtype=F32, shape=["K"])
+    target = gs.Variable("target", dtype=np.int64, shape=["T"])
+    g.inputs = [x, baseline, alphas, weights, target]
+
+    # which class: the given one, or the prediction where target < 0
+    flat = e.reshape(score, [0, -1])
+    pred = e.op("ArgMax", [flat], {"axis": 1, "keepdims": 0})
+    t_in = e.expand(target, e.shape(pred))
+    target_class = gs.Variable("target_class", dtype=np.int64, shape=["N"])
+    g.nodes.append(gs.Node("Where", name="gig/target_class", inputs=[e.less(t_in, np.int64(0)), pred, t_in],
+                           outputs=[target_class]))
+    t_col = e.unsqueeze(target_class, [1])
+
+    def gather_score(scores_flat, name: str) -> gs.Variable:
+        out = gs.Variable(name, dtype=F32, shape=["N"])
+        picked = e.op("GatherElements", [scores_flat, t_col], {"axis": 1})
+        g.nodes.append(gs.Node("Reshape", name=f"gig/{name}", inputs=[picked, e.const(np.asarray([-1], np.int64))],
+                               outputs=[out]))
+        return out
+
+    target_score = gather_score(flat, "target_score")
+
+    # the straight path b + alpha (x - b), images times steps flattened into one batch
+    bx = e.expand(baseline, e.shape(x))
+    diff = e.sub(x, bx)
+    a = e.reshape(alphas, [1, -1] + [1] * (rank - 1))
+    path = e.add(e.unsqueeze(bx, [1]), e.mul(a, e.unsqueeze(diff, [1])))
+    path_flat = e.op("Reshape", [path, _rest_shape(e, x)], dtype=F32, shape=["NK"] + list(x.shape[1:]))
+
+    base_nodes, base_map = _clone(forward, x, bx, "gig/baseline/", "N")
+    g.nodes.extend(base_nodes)
+    baseline_score = gather_score(e.reshape(base_map[score.name], [0, -1]), "baseline_score")
+
+    path_nodes, path_map = _clone(forward, x, path_flat, "gig/path/", "NK")
+    g.nodes.extend(path_nodes)
+    score_p = path_map[score.name]
+
+    # seed: one-hot of the target, scaled by each step's quadrature weight
+    depth = e.shape(flat, 1, 2)
+    onehot = e.op("OneHot", [target_class, depth, e.const(np.asarray([0, 1], F32))], {"axis": -1})
+    seed = e.mul(e.unsqueeze(onehot, [1]), e.reshape(weights, [1, -1, 1]))
+    seed = e.reshape(seed, e.shape(score_p))
+    grad = build_gradient(path_nodes, {"score": (score_p, seed)}, path_flat, rules, e)
+
+    n_k_rest = e.concat([e.shape(x, 0, 1), e.const(np.asarray([-1], np.int64)), e.shape(x, start=1)], axis=0)
+    summed = e.op("ReduceSum", [e.op("Reshape", [grad, n_k_rest]), e.const(np.asarray([1], np.int64))],
+                  {"keepdims": 0})
+    attributions = gs.Variable("attributions", dtype=F32, shape=list(x.shape))
+    g.nodes.append(gs.Node("Mul", name="gig/attributions", inputs=[summed, diff], outputs=[attributions]))
+
+    model_outputs = [tensors[n] for n in fg.output_names]
+    g.outputs = [attributions, target_class, target_score, baseline_score] + model_outputs
+    g.cleanup(remove_unused_graph_inputs=False).toposort()
+    model = gs.export_onnx(g, do_type_check=False)
+    model.ir_version = fg.model.ir_version
+    del model.opset_import[:]
+    model.opset_import.extend(fg.model.opset_import)
+
+    default_alphas, default_weights = schedule(DEFAULT_STEPS, DEFAULT_RULE)
+    defaults = {
+        "baseline": np.zeros([1] * rank, F32),
+        "alphas": default_alphas,
+        "step_weights": default_weights,
+        "target": np.asarray([-1], np.int64),
+    }
+    for name, value in defaults.items():
+        model.graph.initializer.append(numpy_helper.from_array(value, name))
+
+    meta = dict(fg.metadata)
+    meta.update(metadata or {})
+    meta.update({
+        META_PREFIX + "version": __version__,
+        META_PREFIX + "method": rules.name,
+        META_PREFIX + "input": fg.input_name,
+        META_PREFIX + "score": fg.score_name,
+        META_PREFIX + "model_outputs": json.dumps(fg.output_names),
+        META_PREFIX + "num_classes": str(fg.num_classes or ""),
+        META_PREFIX + "bytes_per_step": str(3 * _activation_bytes_per_row(forward)),
+        META_PREFIX + "defaults": json.dumps({"steps": DEFAULT_STEPS, "rule": DEFAULT_RULE, "baseline": "zeros"}),
+    })
+    onnx.helper.set_model_props(model, meta)
+    model.producer_name = "onnx-gig"
+    model.producer_version = __version__
+    return model
