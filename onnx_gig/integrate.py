@@ -11,6 +11,7 @@ inputs   <image input> [N, ...]           the model's own image input, unchanged
          target        [1] or [N] int64 class to explain, default -1 = the predicted class
 outputs  attributions  [N, ...] (x - b) * sum_k w_k grad_k: sums of chunks add up
          target_class  [N] int64, target_score [N], baseline_score [N] (pre-softmax scores)
+         scores        [N, classes] the explained (pre-softmax) scores of the image
          <the model's own outputs for the image, unchanged>
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .loader import ForwardGraph
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
 
 INPUTS = ("baseline", "alphas", "step_weights", "target")
-OUTPUTS = ("attributions", "target_class", "target_score", "baseline_score")
+OUTPUTS = ("attributions", "target_class", "target_score", "baseline_score", "scores")
 META_PREFIX = "onnx_gig."
 F32 = np.dtype(np.float32)
 
@@ -115,6 +116,8 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
         return out
 
     target_score = gather_score(flat, "target_score")
+    scores = gs.Variable("scores", dtype=F32, shape=["N", fg.num_classes or "classes"])
+    g.nodes.append(gs.Node("Identity", name="gig/scores", inputs=[flat], outputs=[scores]))
 
     # the straight path b + alpha (x - b), images times steps flattened into one batch
     bx = e.expand(baseline, e.shape(x))
@@ -145,7 +148,7 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     g.nodes.append(gs.Node("Mul", name="gig/attributions", inputs=[summed, diff], outputs=[attributions]))
 
     model_outputs = [tensors[n] for n in fg.output_names]
-    g.outputs = [attributions, target_class, target_score, baseline_score] + model_outputs
+    g.outputs = [attributions, target_class, target_score, baseline_score, scores] + model_outputs
     g.cleanup(remove_unused_graph_inputs=False).toposort()
     model = gs.export_onnx(g, do_type_check=False)
     model.ir_version = fg.model.ir_version

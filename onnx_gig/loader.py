@@ -70,7 +70,7 @@ def _to_target_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         if version > TARGET_OPSET:
             return model  # rules read both attribute and input forms of newer ops
         raise ModelError(f"cannot convert the model from opset {version} to {TARGET_OPSET}: {_first_line(exc)}") from None
-    converted.ir_version = max(converted.ir_version, 8)
+    converted.ir_version = max(8, min(converted.ir_version, 10))
     return converted
 
 
@@ -177,7 +177,7 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None,
         if t.shape:
             t.shape = [BATCH] + list(t.shape[1:])
     model = gs.export_onnx(g)
-    model.ir_version = max(model.ir_version, 8)
+    model.ir_version = max(8, min(model.ir_version, 10))  # what current runtimes (and Triton's) accept
     try:
         model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:
