@@ -24,16 +24,17 @@ def schedule(n_steps: int = DEFAULT_STEPS, method: str = DEFAULT_RULE) -> tuple[
         return (0.5 * (x + 1)).astype(np.float32), (0.5 * w).astype(np.float32)
     if method not in RULES:
         raise InputError(f"unknown integration rule '{method}'; choose one of: {', '.join(RULES)}")
-    if method == "riemann_trapezoid":
-        if n < 2:
-            raise InputError("riemann_trapezoid needs at least 2 steps")
-        weights = [1 / (2 * (n - 1))] + [1 / (n - 1)] * (n - 2) + [1 / (2 * (n - 1))]
-        alphas = np.linspace(0, 1, n)
-    else:
-        weights = [1 / n] * n
-        alphas = {
-            "riemann_left": np.linspace(0, 1 - 1 / n, n),
-            "riemann_right": np.linspace(1 / n, 1, n),
-            "riemann_middle": np.linspace(1 / (2 * n), 1 - 1 / (2 * n), n),
-        }[method]
-    return np.asarray(alphas, np.float32), np.asarray(weights, np.float32)
+    if n < 2 and method != "riemann_right":
+        raise InputError(f"{method} needs at least 2 steps (1 step is allowed with riemann_right: the gradient at the input)")
+    weights = np.full(n, 1.0 / n)
+    if method == "riemann_trapezoid":  # Captum halves the end steps (the weights then sum to 1 - 1/n)
+        weights[0] /= 2
+        weights[-1] /= 2
+    start, end = {
+        "riemann_trapezoid": (0.0, 1.0),
+        "riemann_left": (0.0, 1 - 1 / n),
+        "riemann_middle": (1 / (2 * n), 1 - 1 / (2 * n)),
+        "riemann_right": (1 / n, 1.0),
+    }[method]
+    # Captum takes these from float32 torch.linspace; they agree to 1 ulp
+    return np.linspace(start, end, n).astype(np.float32), weights.astype(np.float32)

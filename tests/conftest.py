@@ -1,0 +1,31 @@
+"""Shared fixtures: a small PyTorch CNN exported to ONNX, and the shipped demo model converted once."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> Path:
+    path = MODELS / "mobilenet_v2.onnx"
+    assert path.is_file(), "models/mobilenet_v2.onnx is missing; rebuild it with tools/build_mobilenet_v2.py"
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_gig(tmp_path_factory, demo_model) -> Path:
+    from onnx_gig import convert
+
+    out = tmp_path_factory.mktemp("demo") / "mobilenet_v2_gig.onnx"
+    convert(demo_model, out, method="gnl-ig")
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
