@@ -128,11 +128,11 @@ def label_of(labels: Optional[Sequence[str]], k: int) -> str:
 def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, target: Optional[int] = None,
             steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE, baseline: str = "zeros",
             out: str | os.PathLike | None = None, save_npy: str | os.PathLike | None = None,
-            device: str = "auto", max_memory: int | str | None = None, progress: bool = False,
-            cmap: str = "inferno", top: int = 5, draw: bool = True) -> ExplainResult:
+            device: str = "auto", max_memory: int | str | None = None, threads: Optional[int] = None,
+            progress: bool = False, cmap: str = "inferno", top: int = 5, draw: bool = True) -> ExplainResult:
     """Explain one image (PNG/JPEG/.npy) with a converted model; write the figure (default <image>_gig.png)."""
     t0 = time.perf_counter()
-    gm = model if isinstance(model, GigModel) else GigModel(model, device=device, max_memory=max_memory)
+    gm = model if isinstance(model, GigModel) else GigModel(model, device=device, max_memory=max_memory, threads=threads)
     pp = Preprocess.from_json(gm.preprocess_json) if gm.preprocess_json else guess_preprocess(gm.input_shape)
     x, photo = load_input(image, pp, gm.input_shape)
     b = make_baseline(baseline, x, photo, pp)

@@ -134,9 +134,11 @@ def pad(ctx: GradContext):
     begin, end = [int(p) for p in pads[:k]], [int(p) for p in pads[k:]]
     g = ctx.GO(0)
     if any(p < 0 for p in begin + end):
-        g = ctx.e.op("Pad", [g, ctx.e.const(np.asarray([-p for p in begin + end], np.int64)), None,
-                             ctx.e.const(np.asarray(axes, np.int64))])
-        return [g]
+        # pads over every axis: Pad's axes input exists only from opset 18
+        full = [0] * (2 * rank)
+        for a, b, e_ in zip(axes, begin, end):
+            full[a], full[rank + a] = -b, -e_
+        return [ctx.e.op("Pad", [g, ctx.e.const(np.asarray(full, np.int64))])]
     sizes = ctx.shape(ctx.O(0))
     starts, ends = begin, []
     for a, b, e_ in zip(axes, begin, end):

@@ -1,0 +1,46 @@
+"""Option groups and printing shared by several commands."""
+from __future__ import annotations
+
+import argparse
+
+from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Where and how onnxruntime runs."""
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when it really loads, else CPU (default auto)")
+    p.add_argument("--max-memory", help="memory budget for one run, e.g. 2G (default: 40%% of free RAM, at most 4G); "
+                                        "integration steps run in chunks that fit")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+
+
+def add_attribution_options(p: argparse.ArgumentParser) -> None:
+    """The integration: steps, rule, baseline, target."""
+    p.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"integration steps (default {DEFAULT_STEPS})")
+    p.add_argument("--rule", default=DEFAULT_RULE, choices=RULES,
+                   help=f"quadrature rule, with Captum's names (default {DEFAULT_RULE})")
+    p.add_argument("--baseline", default="zeros", metavar="zeros|black|white|blur|FILE.npy",
+                   help="zeros (model-input space: the mean image for ImageNet models; default), black, white, "
+                        "blur, or a .npy tensor in the model's input layout")
+
+
+def floats(text: str) -> tuple[float, ...]:
+    """argparse type: '0.485,0.456,0.406' -> a tuple of floats."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def print_explanation(r, image: str) -> None:
+    """The class explained, the top-5 table, and what was written."""
+    device = "CUDA" if r.provider.startswith("CUDA") else "CPU"
+    print(f"{image}: explained class {r.target} '{r.target_label}' with {r.method} on {device} in {r.seconds:.2f} s")
+    for k, name, p in r.top:
+        mark = "*" if k == r.target else " "
+        print(f"  {mark} {p:7.2%}  {k:5d}  {name}")
+    written = [str(p) for p in (r.figure, r.npy) if p]
+    if written:
+        print("wrote " + " and ".join(written))
