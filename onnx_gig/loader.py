@@ -7,6 +7,7 @@ class-score output identified (the scores before a final Softmax/LogSoftmax).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,12 +41,92 @@ class ForwardGraph:
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX file (external data beside it included); a bad file raises one readable line."""
     p = Path(path)
-    if not p.is_file():
+    model = read_model_proto(p)
+    check_external_data(model, p)
+    if uses_external_data(model):
+        try:
+            onnx.load_external_data_for_model(model, str(p.resolve().parent))
+        except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
+            raise ModelError(f"cannot read the external data of {p}: {_first_line(exc)}") from None
+    return model
+
+
+def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
+    """Parse an ONNX file without touching external data; a missing, empty or non-ONNX file raises one line."""
+    p = Path(path)
+    if not p.exists():
         raise ModelError(f"model file not found: {p}")
+    if not p.is_file():
+        raise ModelError(f"{p} is not a file; give the path of an .onnx model")
+    if p.stat().st_size == 0:
+        raise ModelError(f"{p} is empty (0 bytes); export the model again")
+    what = "the file is truncated or not in ONNX format; download or export the model again"
     try:
-        return onnx.load(str(p))
-    except Exception as exc:  # protobuf raises several unrelated types
-        raise ModelError(f"cannot read {p} as an ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
+        model = onnx.load(str(p), load_external_data=False)
+    except OSError as exc:
+        raise ModelError(f"cannot read {p}: {exc.strerror or exc}") from None
+    except Exception:  # noqa: BLE001 - protobuf raises several unrelated types
+        raise ModelError(f"cannot read {p} as an ONNX model: {what}") from None
+    if not model.HasField("graph") or not model.graph.node or not model.opset_import:
+        raise ModelError(f"{p} holds no ONNX graph: {what}")
+    return model
+
+
+def _all_tensors(graph: onnx.GraphProto):
+    """Every TensorProto in a graph: initializers, Constant-like attributes, subgraphs."""
+    yield from graph.initializer
+    for sp in graph.sparse_initializer:
+        yield sp.values
+        yield sp.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
+            if attr.HasField("g"):
+                yield from _all_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _all_tensors(sub)
+
+
+def _external_tensors(model: onnx.ModelProto):
+    return [t for t in _all_tensors(model.graph) if t.data_location == TensorProto.EXTERNAL]
+
+
+def uses_external_data(model: onnx.ModelProto) -> bool:
+    return bool(_external_tensors(model))
+
+
+def check_external_data(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Refuse external-data references that leave the model's folder or point at missing/short files.
+
+    Checked before anything reads them: a model file must not make onnx-gig read files elsewhere.
+    """
+    p = Path(path)
+    folder = p.resolve().parent
+    for t in _external_tensors(model):
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        where = f"{p}: tensor '{t.name}' keeps its data in external file '{loc}'"
+        if not loc or os.path.isabs(loc) or Path(loc).drive:
+            raise ModelError(f"{where}, which is not a relative path inside the model's folder; refusing to read it "
+                             "(keep the .data file beside the model and save with a relative location)")
+        target = (folder / loc).resolve()
+        if folder != target and folder not in target.parents:
+            raise ModelError(f"{where}, which lies outside the model's folder {folder}; refusing to read it "
+                             "(keep the .data file beside the model)")
+        if not target.is_file():
+            raise ModelError(f"{where}, which is missing; copy it next to the model (it must sit in {folder})")
+        try:
+            end = int(info.get("offset", 0) or 0) + int(info.get("length", 0) or 0)
+        except ValueError:
+            raise ModelError(f"{where} with a non-numeric offset or length; export the model again") from None
+        if end > target.stat().st_size:
+            raise ModelError(f"{where}, which is shorter than the model says ({target.stat().st_size} bytes, "
+                             f"needs {end}); the .data file is truncated or belongs to another export")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -71,7 +152,25 @@ def _to_target_opset(model: onnx.ModelProto) -> onnx.ModelProto:
             return model  # rules read both attribute and input forms of newer ops
         raise ModelError(f"cannot convert the model from opset {version} to {TARGET_OPSET}: {_first_line(exc)}") from None
     converted.ir_version = max(8, min(converted.ir_version, 10))
+    _drop_stale_attributes(converted.graph, TARGET_OPSET)
     return converted
+
+
+def _drop_stale_attributes(graph: onnx.GraphProto, opset: int) -> None:
+    """Down-conversion leaves newer attributes behind (ReduceMean 18 -> 13 keeps noop_with_empty_axes);
+    drop those the target opset's schema lacks when they hold their default, harmless value."""
+    defaults = {"noop_with_empty_axes": 0}
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            known = set(onnx.defs.get_schema(node.op_type, opset).attributes)
+        except Exception:  # noqa: BLE001 - unknown op: leave it to the rules to refuse
+            continue
+        stale = [a for a in node.attribute if a.name not in known and a.name in defaults
+                 and onnx.helper.get_attribute_value(a) == defaults[a.name]]
+        for a in stale:
+            node.attribute.remove(a)
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list:
@@ -101,10 +200,19 @@ def _pick_input(graph: onnx.GraphProto, wanted: Optional[str]) -> onnx.ValueInfo
     if len(images) == 1 and len(inputs) == 1:
         return images[0]
     if not images:
-        raise ModelError("found no float32 image input of rank 3 or more; inputs are: "
-                         + ", ".join(f"{i.name}{_dims(i)}" for i in inputs))
-    raise ModelError("the model has several inputs (" + ", ".join(i.name for i in inputs)
-                     + "); a classifier with exactly one image input is expected")
+        raise ModelError("found no float32 image input of rank 3 or more (inputs: "
+                         + (", ".join(f"{i.name}{_dims(i)} {_elem_name(i)}" for i in inputs) or "none")
+                         + "); onnx-gig explains classifiers that take a float32 image tensor: "
+                           "export the model with one")
+    raise ModelError("the model has several inputs (" + ", ".join(f"{i.name}{_dims(i)}" for i in inputs)
+                     + "); name the image input with --input NAME")
+
+
+def _elem_name(vi: onnx.ValueInfoProto) -> str:
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+    except Exception:  # noqa: BLE001 - undefined or non-tensor type
+        return "non-tensor"
 
 
 def _pick_output(graph: onnx.GraphProto, wanted: Optional[str]) -> onnx.ValueInfoProto:
@@ -115,7 +223,8 @@ def _pick_output(graph: onnx.GraphProto, wanted: Optional[str]) -> onnx.ValueInf
         raise ModelError(f"the model has no output '{wanted}'; its outputs are: {', '.join(o.name for o in graph.output)}")
     floats = [o for o in graph.output if o.type.tensor_type.elem_type == TensorProto.FLOAT]
     if not floats:
-        raise ModelError("the model has no float32 output to explain")
+        raise ModelError("the model has no float32 output to explain (outputs: "
+                         + (", ".join(f"{o.name} {_elem_name(o)}" for o in graph.output) or "none") + ")")
     return floats[0]
 
 
@@ -125,6 +234,31 @@ def _batch_dependent(graph: gs.Graph, input_name: str) -> set[str]:
         if any(i.name in live for i in node.inputs):
             live.update(o.name for o in node.outputs)
     return live
+
+
+@contextlib.contextmanager
+def _quiet_graphsurgeon():
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    before = G_LOGGER.severity
+    G_LOGGER.severity = G_LOGGER.ERROR
+    try:
+        yield
+    finally:
+        G_LOGGER.severity = before
+
+
+def _name_nodes(graph: gs.Graph) -> None:
+    """Give unnamed nodes unique names (old exporters leave them empty; errors and copies need them)."""
+    taken = {n.name for n in graph.nodes if n.name}
+    for i, node in enumerate(graph.nodes):
+        if not node.name or node.name in taken and sum(1 for m in graph.nodes if m.name == node.name) > 1:
+            name, k = f"{node.op}_{i}", 0
+            while name in taken:
+                k += 1
+                name = f"{node.op}_{i}_{k}"
+            node.name = name
+            taken.add(name)
 
 
 def _free_batch_in_reshapes(graph: gs.Graph, input_name: str, batch: int) -> None:
@@ -142,6 +276,165 @@ def _free_batch_in_reshapes(graph: gs.Graph, input_name: str, batch: int) -> Non
             node.inputs[1] = gs.Constant(node.inputs[1].name + "_dynbatch", target)
 
 
+_RESHAPES = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def _scores_before_softmax(graph: onnx.GraphProto, output: str) -> str:
+    """The tensor to explain: the input of a final Softmax/LogSoftmax, looking through reshapes around it
+    (opset < 13 Softmax on a 4-D tensor converts to Flatten -> Softmax -> Reshape); else the output itself."""
+    producer = {o: n for n in graph.node for o in n.output}
+    name = output
+    while name in producer and producer[name].op_type == "Identity":
+        name = producer[name].input[0]
+    probe = name
+    while probe in producer and producer[probe].op_type in _RESHAPES:
+        probe = producer[probe].input[0]
+    if probe in producer and producer[probe].op_type in _SCORE_PRODUCERS:
+        return producer[probe].input[0]
+    return name
+
+
+_POOLS = ("MaxPool", "AveragePool")
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX shape inference, with ceil_mode pools made to agree with onnxruntime first.
+
+    Before opset 22 ONNX keeps a ceil_mode window that would start inside the end pad (5x5 input, k 2,
+    s 2, pads 1: 4x4) while onnxruntime and torch drop it (3x3). Such a pool gets the end pad that ends
+    at its last real window instead: that is smaller than the old one, so every window, its maximum and
+    its divisor (count_include_pad too) stay as onnxruntime computed them, and both now say 3x3.
+    """
+    def run(m: onnx.ModelProto) -> onnx.ModelProto:
+        try:
+            return shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+        except Exception as exc:
+            raise ModelError(f"shape inference failed: {_first_line(exc)}") from None
+
+    full, model = model, _skeleton(model)
+    inferred = run(model)
+    pools = [n for n in model.graph.node if n.op_type in _POOLS
+             and any(a.name == "ceil_mode" and a.i for a in n.attribute)]
+    for _ in range(len(pools)):  # a pool's input size may depend on an earlier pool's fix
+        shapes = {vi.name: _dims(vi) for vi in list(inferred.graph.value_info) + list(inferred.graph.input)
+                  + list(inferred.graph.output)}
+        changed = False
+        for n in pools:
+            fix = _runtime_pool_pads(n, shapes.get(n.input[0], []))
+            out_dims = shapes.get(n.output[0], [])
+            if fix is None or len(out_dims) < 3 or list(out_dims[2:]) == fix[1]:
+                continue
+            pads = fix[0]
+            kept = [a for a in n.attribute if a.name not in ("pads", "auto_pad")]
+            del n.attribute[:]
+            n.attribute.extend(kept + [onnx.helper.make_attribute("pads", pads)])
+            changed = True
+        if not changed:
+            break
+        inferred = run(model)
+    return _graft(full, inferred)
+
+
+_SKELETON_BYTES = 4096
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with stubs (name, type, dims; no data) for its large initializers.
+
+    Version conversion and shape inference pass the whole model through serialisation (seconds for
+    VGG's 550 MB) but read only small tensors (shapes, axes, scales); ``_graft`` puts their result back
+    around the original weights without copying them.
+    """
+    sk = onnx.ModelProto()
+    sk.ir_version = model.ir_version
+    sk.opset_import.extend(model.opset_import)
+    sk.functions.extend(model.functions)
+    g, src = sk.graph, model.graph
+    g.name = src.name
+    for part in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(g, part).extend(getattr(src, part))
+    for t in src.initializer:
+        if _nbytes(t) > _SKELETON_BYTES:
+            g.initializer.append(TensorProto(name=t.name, data_type=t.data_type, dims=t.dims))
+        else:
+            g.initializer.append(t)
+    return sk
+
+
+def _nbytes(t: TensorProto) -> int:
+    """A tensor's data size from its type and dims (reading the data itself would copy it)."""
+    try:
+        item = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except Exception:  # noqa: BLE001 - strings and undefined types stay in the skeleton
+        return 0
+    return int(np.prod(t.dims, dtype=np.int64)) * item
+
+
+def _has_data(t: TensorProto) -> bool:
+    return (int(np.prod(t.dims)) == 0 or t.data_location == TensorProto.EXTERNAL or bool(
+        t.raw_data or t.float_data or t.int32_data or t.int64_data or t.double_data or t.uint64_data
+        or t.string_data))
+
+
+def _graft(model: onnx.ModelProto, result: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the graph structure of ``result`` (a processed skeleton of it) and its own weights."""
+    big = {t.name for t in model.graph.initializer if _nbytes(t) > _SKELETON_BYTES}
+    stubs = [t for t in result.graph.initializer if t.name in big]
+    for t in result.graph.initializer:  # a step that computed a new tensor from a stub would have no data
+        if t.name not in big and not _has_data(t):
+            raise ModelError(f"internal error: tensor '{t.name}' lost its data while normalising the model")
+    g, r = model.graph, result.graph
+    for part in ("node", "input", "output", "value_info", "sparse_initializer"):
+        del getattr(g, part)[:]
+        getattr(g, part).extend(getattr(r, part))
+    kept_names = {t.name for t in stubs}
+    for i in reversed(range(len(g.initializer))):  # drop the small ones (and weights the step removed)
+        if g.initializer[i].name not in kept_names:
+            del g.initializer[i]
+    g.initializer.extend(t for t in r.initializer if t.name not in big)
+    model.ir_version = result.ir_version
+    del model.opset_import[:]
+    model.opset_import.extend(result.opset_import)
+    del model.functions[:]
+    model.functions.extend(result.functions)
+    return model
+
+
+def _runtime_pool_pads(node: onnx.NodeProto, in_dims: list) -> Optional[tuple[list[int], list[int]]]:
+    """(explicit pads ending at the last window onnxruntime computes, its output size) for a ceil_mode pool;
+    None when the input size is unknown or the end pad would turn negative (kernel smaller than stride)."""
+    spatial = list(in_dims[2:])
+    if not spatial or not all(isinstance(d, int) and d > 0 for d in spatial):
+        return None
+    from .autodiff.rules import conv_geometry  # the rules' own pool arithmetic, so both agree
+
+    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+    a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in a.items()}
+    kernel = [int(k) for k in a.get("kernel_shape", [])]
+    if len(kernel) != len(spatial):
+        return None
+
+    class _View:  # what conv_geometry reads from a rule context
+        @staticmethod
+        def attr(name, default=None):
+            return a.get(name, default)
+
+        @staticmethod
+        def spatial(_x):
+            return spatial
+
+    strides, dil, pads, out = conv_geometry(_View(), None, kernel)
+    n = len(spatial)
+    ends = list(pads[n:])
+    for i, (o, s, k, d, h, pb, pe) in enumerate(zip(out, strides, kernel, dil, spatial, pads[:n], pads[n:])):
+        last_end = (o - 1) * s + (k - 1) * d + 1 - h - pb  # where the last window ends, past the input
+        if -(-(h + pb + pe - (k - 1) * d - 1) // s) + 1 != o:  # ONNX's (pre-22) ceil size differs here
+            if not 0 <= last_end <= pe:
+                return None
+            ends[i] = last_end
+    return pads[:n] + ends, out
+
+
 def normalise(model: onnx.ModelProto, input_name: Optional[str] = None,
               output_name: Optional[str] = None) -> ForwardGraph:
     """Return the model as a :class:`ForwardGraph` ready for the backward builder."""
@@ -152,7 +445,8 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None,
     kept = [i for i in graph.input if i.name not in inits]
     del graph.input[:]
     graph.input.extend(kept)
-    model = _to_target_opset(model)
+    model.ir_version = max(model.ir_version, 4)  # IR 3 (caffe2 zoo) needs initializers among the inputs
+    model = _graft(model, _to_target_opset(_skeleton(model)))
     graph = model.graph
     x_info = _pick_input(graph, input_name)
     y_info = _pick_output(graph, output_name)
@@ -165,7 +459,9 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None,
     # fold shape computations while shapes are still as exported
     try:
         g = gs.import_onnx(model)
-        g.fold_constants(error_ok=True).cleanup().toposort()
+        with _quiet_graphsurgeon():  # its notes on large folded weights are not the user's business
+            g.fold_constants(error_ok=True).cleanup().toposort()
+        _name_nodes(g)
     except Exception as exc:
         raise ModelError(f"cannot read the model graph: {_first_line(exc)}") from None
     if isinstance(batch, int):
@@ -178,18 +474,10 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None,
             t.shape = [BATCH] + list(t.shape[1:])
     model = gs.export_onnx(g)
     model.ir_version = max(8, min(model.ir_version, 10))  # what current runtimes (and Triton's) accept
-    try:
-        model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception as exc:
-        raise ModelError(f"shape inference failed: {_first_line(exc)}") from None
+    model = infer_shapes(model)
 
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
-    score = y_info.name
-    while score in producer and producer[score].op_type in ("Identity",):
-        score = producer[score].input[0]
-    if score in producer and producer[score].op_type in _SCORE_PRODUCERS:
-        score = producer[score].input[0]
+    score = _scores_before_softmax(graph, y_info.name)
     shapes = {vi.name: _dims(vi) for vi in list(graph.value_info) + list(graph.output) + list(graph.input)}
     score_dims = shapes.get(score, [])
     classes = score_dims[1:]

@@ -65,7 +65,8 @@ def forward(model: onnx.ModelProto, x: np.ndarray, output: str = Y) -> np.ndarra
 
 def build_vjp(model: onnx.ModelProto, method: str = "ig") -> onnx.ModelProto:
     """The stand-alone VJP model of ``model`` (normalised first) under rule set ``method``."""
-    return vjp_model(normalise(model, input_name=X).model, get_rule_set(method))
+    fg = normalise(model, input_name=X, output_name=model.graph.output[0].name)
+    return vjp_model(fg.model, get_rule_set(method), of=fg.output_names[0])
 
 
 def vjp(model: onnx.ModelProto, x: np.ndarray, cot: np.ndarray, method: str = "ig") -> tuple[np.ndarray, np.ndarray]:

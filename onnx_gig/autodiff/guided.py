@@ -6,6 +6,14 @@ positive part of grad_out to each window's arg-max. ``gnl-ig-authors`` differs i
 only: the authors' code multiplies the ordinary max-pool gradient by [grad_out > 0]
 upsampled (nearest) to the input size, which equals the exact rule for non-overlapping
 pools and approximates it for overlapping ones.
+
+``gnl-ig-all`` extends ``gnl-ig`` to every non-linear unit of real CNNs: each element-wise
+activation passes relu(grad_out) * relu(f'(x)) (activations.py: for monotone units that is
+relu(grad_out) * f'(x), for ReLU/ReLU6 exactly the rule above), x * Sigmoid(x) and
+x * HardSigmoid(x) are guided as one unit (SiLU, HardSwish), and every max-type selection
+(GlobalMaxPool, ReduceMax/ReduceMin, element-wise Max/Min) routes relu(grad_out) to its
+arg-max (more_ops.py). Linear maps and normalisations (Conv, Gemm, BatchNorm, LRN, Softmax,
+average pooling, Mul gates between different tensors) keep their true gradients in every set.
 """
 from __future__ import annotations
 
@@ -44,3 +52,11 @@ GUIDED = PLAIN.derive(
 GUIDED_AUTHORS = GUIDED.derive(
     "gnl-ig-authors", "GNL-IG with the authors' max-pool variant (ordinary gradient times upsampled [g > 0])",
     {"MaxPool": authors_maxpool})
+
+GUIDED_ALL = GUIDED.derive(
+    "gnl-ig-all", "GNL-IG on every non-linear unit: relu(g) * relu(f'(x)) for each activation, "
+    "relu(g) to the arg-max of each max-type op (the paper's three rules included)")
+
+PAPER_SET = ("Relu", "Clip", "MaxPool")  # what the paper guides; gnl-ig overrides exactly these
+
+from . import activations, more_ops  # noqa: E402,F401  (their guided rules join GUIDED_ALL)

@@ -151,7 +151,7 @@ RULE_SETS: dict[str, RuleSet] = {}
 
 def get_rule_set(name: str) -> RuleSet:
     """The rule set called ``name``; an unknown name lists the known ones."""
-    from . import guided, rules  # noqa: F401  (registers the sets)
+    from . import activations, guided, more_ops, rules  # noqa: F401  (registers the sets)
     try:
         return RULE_SETS[name]
     except KeyError:
@@ -159,7 +159,7 @@ def get_rule_set(name: str) -> RuleSet:
 
 
 def rule_set_names() -> list[str]:
-    from . import guided, rules  # noqa: F401
+    from . import activations, guided, more_ops, rules  # noqa: F401
     return sorted(RULE_SETS)
 
 

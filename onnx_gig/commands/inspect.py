@@ -1,0 +1,142 @@
+"""onnx-gig inspect: what a model holds and what convert would do with it, before converting."""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+NAME = "inspect"
+HELP = "list a model's inputs, outputs, opset and op types, and whether each op has a rule"
+DESCRIPTION = ("Show the model's inputs, outputs and opsets, every op type with its count, whether a rule exists "
+               "for it (plain `ig`; `guided` where a guided set overrides it), whether it lies on the path convert "
+               "differentiates, and the input and output convert would pick. Nothing is written.")
+
+GUIDED_SETS = ("gnl-ig", "gnl-ig-all")
+
+
+@dataclass
+class OpRow:
+    op: str
+    count: int
+    rules: dict            # rule set name -> "plain" | "guided" | "-"
+    on_path: Optional[bool]  # None when the model could not be normalised
+
+
+@dataclass
+class Report:
+    path: str
+    ir_version: int
+    opsets: dict
+    producer: str
+    inputs: list
+    outputs: list
+    ops: list = field(default_factory=list)
+    input_name: Optional[str] = None
+    score_name: Optional[str] = None
+    num_classes: Optional[int] = None
+    refusals: dict = field(default_factory=dict)   # rule set name -> the one line convert would print
+    problem: Optional[str] = None                  # why the model cannot be normalised at all
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an .onnx classifier (external data beside it is read)")
+    p.add_argument("--input", dest="input_name", help="the image input, as for convert")
+    p.add_argument("--output-name", help="the output to explain, as for convert")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _value_info(vi) -> dict:
+    from ..loader import _dims, _elem_name
+
+    return {"name": vi.name, "dtype": _elem_name(vi), "shape": _dims(vi)}
+
+
+def inspect_model(path: str, input_name: Optional[str] = None, output_name: Optional[str] = None) -> Report:
+    """Everything ``onnx-gig inspect`` prints, as data."""
+    import onnx_graphsurgeon as gs
+
+    from ..autodiff import get_rule_set, path_nodes, unsupported_ops
+    from ..errors import GigError
+    from ..loader import load_model, normalise
+
+    model = load_model(path)
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    rep = Report(path=str(path), ir_version=int(model.ir_version),
+                 opsets={(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import},
+                 producer=" ".join(x for x in (model.producer_name, model.producer_version) if x),
+                 inputs=[_value_info(i) for i in g.input if i.name not in inits],
+                 outputs=[_value_info(o) for o in g.output])
+    counts = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in g.node)
+    sets = {name: get_rule_set(name) for name in ("ig",) + GUIDED_SETS}
+    plain = sets["ig"]
+
+    path_ops: Optional[set] = None
+    try:
+        fg = normalise(model, input_name, output_name)
+        rep.input_name, rep.score_name, rep.num_classes = fg.input_name, fg.score_name, fg.num_classes
+        graph = gs.import_onnx(fg.model)
+        graph.toposort()
+        tensors = graph.tensors()
+        x, score = tensors[fg.input_name], tensors[fg.score_name]
+        nodes, on_path = path_nodes(graph.nodes, x, [score])
+        path_ops = {n.op for n in nodes if any(o.name in on_path for o in n.outputs)}
+        for name, rules in sets.items():
+            missing = unsupported_ops(graph.nodes, x, [score], rules)
+            if missing:
+                n = missing[0]
+                rep.refusals[name] = f"unsupported op '{n.op}' in node '{n.name}'"
+        for op in path_ops - set(counts):  # ops the normaliser introduced (e.g. by opset conversion)
+            counts[op] += 0
+    except GigError as exc:
+        rep.problem = str(exc)
+
+    for op in sorted(counts):
+        cells = {}
+        for name, rules in sets.items():
+            rule = rules.lookup(op)
+            cells[name] = "-" if rule is None else ("guided" if rule is not plain.lookup(op) else "plain")
+        rep.ops.append(OpRow(op, counts[op], cells, None if path_ops is None else op in path_ops))
+    return rep
+
+
+def _shape(d: dict) -> str:
+    return "[" + ", ".join("?" if v is None else str(v) for v in d["shape"]) + "]"
+
+
+def print_report(rep: Report) -> None:
+    opsets = ", ".join(f"{k} {v}" for k, v in rep.opsets.items())
+    print(f"{rep.path}: IR {rep.ir_version}, opset {opsets}" + (f", made by {rep.producer}" if rep.producer else ""))
+    print("inputs:")
+    for i in rep.inputs:
+        print(f"  {i['name']}  {i['dtype']} {_shape(i)}")
+    print("outputs:")
+    for o in rep.outputs:
+        print(f"  {o['name']}  {o['dtype']} {_shape(o)}")
+    width = max([len(r.op) for r in rep.ops] + [2])
+    head = f"  {'op':<{width}}  count  {'ig':<6}" + "".join(f"  {s:<10}" for s in GUIDED_SETS) + "  on path"
+    print(f"ops ({sum(r.count for r in rep.ops)} nodes; rule: plain / guided / - = none):")
+    print(head)
+    for r in rep.ops:
+        path = "?" if r.on_path is None else ("yes" if r.on_path else "no")
+        print(f"  {r.op:<{width}}  {r.count:5d}  {r.rules['ig']:<6}"
+              + "".join(f"  {r.rules[s]:<10}" for s in GUIDED_SETS) + f"  {path}")
+    if rep.problem:
+        print(f"convert would refuse this model: {rep.problem}")
+        return
+    classes = f" ({rep.num_classes} classes)" if rep.num_classes else ""
+    print(f"convert would explain '{rep.score_name}'{classes} with respect to input '{rep.input_name}'")
+    for name in ("ig",) + GUIDED_SETS:
+        verdict = f"refused: {rep.refusals[name]}" if name in rep.refusals else "ok"
+        print(f"  --method {name}: {verdict}")
+
+
+def run(a: argparse.Namespace) -> int:
+    rep = inspect_model(a.model, a.input_name, a.output_name)
+    if a.json:
+        print(json.dumps(asdict(rep), indent=2))
+    else:
+        print_report(rep)
+    return 0
