@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -15,18 +16,30 @@ from typing import Optional, Sequence
 import numpy as np
 import onnx
 
-from .autodiff import get_rule_set
-from .errors import InputError, ModelError
-from .fileio import atomic_path
+from .autodiff import get_rule_set, unsupported_ops
+from .errors import GigError, InputError, ModelError, UnsupportedOpError
+from .fileio import atomic_path, check_output
 from .heatmap import render_figure, save_png, saliency_map
 from .imageio import METADATA_KEY, Preprocess, load_input, make_baseline
 from .integrate import META_PREFIX, build_ig_model
-from .loader import load_model, normalise
-from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
-from .runtime import GigModel
+from .loader import check_external_data, load_model, normalise, read_model_proto
+from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
+from .runtime import GigModel, parse_memory
 
 LABELS_KEY = META_PREFIX + "labels"
 _TWO_GB = 2 ** 31 - 1
+MAX_STEPS = 1000  # IG settles long before; Gauss-Legendre nodes for more take seconds to compute
+
+
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's own exception types (they derive from Exception, not RuntimeError)."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        return ()
+    names = ("Fail", "InvalidArgument", "RuntimeException", "InvalidGraph", "NotImplemented", "EPFail",
+             "EngineError", "NoSuchFile", "NoModel", "InvalidProtobuf", "ModelLoaded", "NotFound")
+    return tuple(getattr(state, n) for n in names if isinstance(getattr(state, n, None), type))
 
 
 def default_output(model: str | os.PathLike) -> Path:
@@ -59,13 +72,24 @@ class ConvertResult:
 
 def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, method: str = "gnl-ig",
             input_name: Optional[str] = None, output_name: Optional[str] = None,
-            preprocess: Optional[Preprocess] = None, labels: Optional[Sequence[str]] = None) -> ConvertResult:
-    """Write the IG model of ``model`` (default: beside it, named *_gig.onnx); never overwrites the input."""
+            preprocess: Optional[Preprocess] = None, labels: Optional[Sequence[str]] = None,
+            overwrite: bool = True) -> ConvertResult:
+    """Write the IG model of ``model`` (default: beside it, named *_gig.onnx); never overwrites the input.
+
+    An existing output is replaced only when ``overwrite`` (the CLI passes ``--force``).
+    """
     t0 = time.perf_counter()
     src = Path(model)
     out = Path(output) if output is not None else default_output(src)
     rules = get_rule_set(method)
-    fg = normalise(load_model(src), input_name, output_name)
+    if src.is_file():  # a missing model is reported first, by load_model
+        check_output(out, protect=(src,), overwrite=overwrite)
+    proto = load_model(src)
+    _refuse_converted(proto, src)
+    if output_name is None:
+        _refuse_ambiguous_outputs(proto)
+    fg = normalise(proto, input_name, output_name)
+    _check_supported(fg, rules)
     notes: list[str] = []
     meta: dict[str, str] = {}
     if preprocess is not None:
@@ -86,6 +110,51 @@ def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, m
     save_model(ig, out, protect=(src,))
     return ConvertResult(out, rules.name, fg.input_name, fg.score_name, fg.num_classes,
                          time.perf_counter() - t0, notes)
+
+
+def _refuse_converted(model: onnx.ModelProto, path: Path) -> None:
+    meta = {p.key: p.value for p in model.metadata_props}
+    if META_PREFIX + "method" in meta:
+        raise ModelError(f"{path} is already an onnx-gig attribution model (method {meta[META_PREFIX + 'method']}); "
+                         f"explain images with it (onnx-gig explain {path} IMAGE), or convert the original classifier")
+
+
+def _refuse_ambiguous_outputs(model: onnx.ModelProto) -> None:
+    """Several float outputs that are not one score tensor (behind Identity or a final Softmax): ask which."""
+    graph = model.graph
+    floats = [o for o in graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def scores_of(name: str) -> str:
+        while name in producer and producer[name].op_type in ("Identity", "Softmax", "LogSoftmax"):
+            name = producer[name].input[0]
+        return name
+
+    if len({scores_of(o.name) for o in floats}) > 1:
+        def dims(o):
+            return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                    for d in o.type.tensor_type.shape.dim]
+        raise ModelError("the model has several float outputs that could be the class scores ("
+                         + ", ".join(f"{o.name}{dims(o)}" for o in floats)
+                         + "); choose the one to explain with --output-name NAME")
+
+
+def _check_supported(fg, rules) -> None:
+    """Name an op without a rule by its node in the user's model (before any graph is built)."""
+    import onnx_graphsurgeon as gs
+
+    g = gs.import_onnx(fg.model)
+    g.toposort()
+    tensors = g.tensors()
+    missing = unsupported_ops(list(g.nodes), tensors[fg.input_name], [tensors[fg.score_name]], rules)
+    if missing:
+        n = missing[0]
+        others = sorted({m.op for m in missing} - {n.op})
+        also = f" (also unsupported here: {', '.join(others)})" if others else ""
+        raise UnsupportedOpError(
+            f"unsupported op '{n.op}' in node '{n.name or n.op}' between input '{fg.input_name}' and output "
+            f"'{fg.score_name}' for method '{rules.name}'{also}; supported ops: {', '.join(rules.ops())}. "
+            f"Explain an earlier output with --output-name, or add a rule (README, 'Adding an op')")
 
 
 def save_model(model: onnx.ModelProto, path: Path, protect: Sequence[str | os.PathLike] = ()) -> None:
@@ -129,15 +198,65 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
             steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE, baseline: str = "zeros",
             out: str | os.PathLike | None = None, save_npy: str | os.PathLike | None = None,
             device: str = "auto", max_memory: int | str | None = None, threads: Optional[int] = None,
-            progress: bool = False, cmap: str = "inferno", top: int = 5, draw: bool = True) -> ExplainResult:
-    """Explain one image (PNG/JPEG/.npy) with a converted model; write the figure (default <image>_gig.png)."""
+            progress: bool = False, cmap: str = "inferno", top: int = 5, draw: bool = True,
+            overwrite: bool = True) -> ExplainResult:
+    """Explain one image (PNG/JPEG/.npy) with a converted model; write the figure (default <image>_gig.png).
+
+    Cheap checks (options, output paths, the image) run before the onnxruntime session is made. An existing
+    output is replaced only when ``overwrite`` (the CLI passes ``--force``); nothing is written when the
+    attributions are not finite.
+    """
     t0 = time.perf_counter()
-    gm = model if isinstance(model, GigModel) else GigModel(model, device=device, max_memory=max_memory, threads=threads)
-    pp = Preprocess.from_json(gm.preprocess_json) if gm.preprocess_json else guess_preprocess(gm.input_shape)
-    x, photo = load_input(image, pp, gm.input_shape)
+    check_steps(steps, rule)
+    if target is not None:
+        check_target(target)
+    budget = parse_memory(max_memory)
+    if budget is not None and budget <= 0:
+        raise InputError(f"--max-memory must be a positive size such as 2G or 512M, got {max_memory!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise InputError(f"--threads must be a positive integer, got {threads!r}")
+
+    model_path = model.path if isinstance(model, GigModel) else Path(model)
+    figure = (Path(out) if out is not None else Path.cwd() / (Path(image).stem + "_gig.png")) if draw else None
+    npy = Path(save_npy) if save_npy is not None else None
+    protect = [image, model_path] + ([baseline] if Path(str(baseline)).is_file() else [])
+    if figure is not None and npy is not None and os.path.abspath(figure) == os.path.abspath(npy):
+        raise InputError(f"the figure and --save-npy both point at {figure}; give them different paths")
+    for dest in (figure, npy):
+        if dest is not None:
+            check_output(dest, protect=protect, overwrite=overwrite)
+
+    if isinstance(model, GigModel):
+        gm, meta, input_shape = model, model.metadata, model.input_shape
+    else:
+        gm, (meta, input_shape) = None, _peek_gig_model(model_path)
+    pp_json = meta.get(META_PREFIX + "preprocess")
+    pp = Preprocess.from_json(pp_json) if pp_json else guess_preprocess(input_shape)
+    x, photo = load_input(image, pp, input_shape)
     b = make_baseline(baseline, x, photo, pp)
-    ex = gm.explain(x, b, target, steps, rule, progress=progress)
+    nc = meta.get(META_PREFIX + "num_classes", "")
+    if target is not None and nc and int(target) >= int(nc):
+        raise InputError(f"--target {target} is out of range: the model has {nc} classes (0..{int(nc) - 1})")
+
+    if gm is None:
+        gm = GigModel(model_path, device=device, max_memory=budget, threads=threads)
+    if gm.max_memory < gm.bytes_per_step:
+        warnings.warn(f"the memory budget ({_size(gm.max_memory)}) is smaller than one integration step needs "
+                      f"(about {_size(gm.bytes_per_step)}); running one step at a time, which needs more than "
+                      "the budget", stacklevel=2)
+    try:
+        ex = gm.explain(x, b, target, steps, rule, progress=progress)
+    except GigError:
+        raise
+    except _ort_errors() as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"onnxruntime failed while running {model_path}: {first}") from exc
     attr = ex.attributions[0]
+    bad = int(np.size(attr) - np.count_nonzero(np.isfinite(attr)))
+    if bad or not (np.isfinite(ex.target_score).all() and np.isfinite(ex.baseline_score).all()):
+        raise ModelError(f"NaN or infinite values appeared in the attributions ({bad} of {attr.size}) or scores: the "
+                         "model overflows float32 on this input; nothing was written (check the input's "
+                         "preprocessing, or try another --baseline)")
     labels = gm.labels
     probs = softmax(ex.scores[0].astype(np.float64))
     order = np.argsort(-probs)[:top]
@@ -147,17 +266,58 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
         top=[(int(k), label_of(labels, int(k)), float(probs[k])) for k in order],
         convergence_delta=float(ex.convergence_delta[0]), provider=gm.provider, method=gm.method,
         seconds=time.perf_counter() - t0)
-    protect = (image, gm.path)
-    if save_npy is not None:
-        result.npy = Path(save_npy)
-        with atomic_path(result.npy, protect=protect) as tmp:
+    if npy is not None:
+        result.npy = npy
+        with atomic_path(npy, protect=protect) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, attr.astype(np.float32))
-    if draw:
-        result.figure = Path(out) if out is not None else Path.cwd() / (Path(image).stem + "_gig.png")
+    if figure is not None:
+        result.figure = figure
         title = f"{result.target_label} ({probs[t]:.1%})  |  {gm.method}, {steps} steps {rule}, baseline {baseline}"
-        save_png(render_figure(photo, result.saliency, title, cmap), result.figure, protect=protect)
+        save_png(render_figure(photo, result.saliency, title, cmap), figure, protect=protect)
     return result
+
+
+def check_steps(steps: object, rule: str = DEFAULT_RULE) -> None:
+    """A whole number of steps in 1..MAX_STEPS that ``rule`` accepts; refused before anything is allocated."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InputError(f"--steps must be a positive whole number (default {DEFAULT_STEPS}), got {steps!r}")
+    if steps > MAX_STEPS:
+        raise InputError(f"--steps {steps} is too many: at most {MAX_STEPS} (the default {DEFAULT_STEPS} is usually "
+                         "enough; IG changes little past a few hundred)")
+    if rule not in RULES:
+        raise InputError(f"unknown integration rule '{rule}'; choose one of: {', '.join(RULES)}")
+    schedule(min(int(steps), 2), rule)  # the rule's own minimum
+
+
+def check_target(target: object) -> None:
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        raise InputError(f"--target must be a class index, got {target!r}")
+    if target < 0:
+        raise InputError(f"--target {target} is negative: give a class index from 0, "
+                         "or leave --target out to explain the predicted class")
+
+
+def _size(n: int) -> str:
+    for unit, k in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= k:
+            return f"{n / k:.3g}{unit}"
+    return f"{n} bytes"
+
+
+def _peek_gig_model(path: Path) -> tuple[dict[str, str], list]:
+    """Metadata and image-input shape of a converted model, read without making a session."""
+    proto = read_model_proto(path)
+    check_external_data(proto, path)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if META_PREFIX + "method" not in meta:
+        raise ModelError(f"{path} is not an onnx-gig model; run 'onnx-gig convert {path}' first")
+    name = meta.get(META_PREFIX + "input")
+    for vi in proto.graph.input:
+        if vi.name == name:
+            dims = vi.type.tensor_type.shape.dim
+            return meta, [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+    raise ModelError(f"{path}: input '{name}' named in the metadata is missing; convert the model again")
 
 
 def load_labels(path: str | os.PathLike) -> list[str]:

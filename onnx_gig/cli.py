@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
+import warnings
 from typing import Optional, Sequence
 
 from . import __version__
@@ -17,8 +19,15 @@ EPILOG = """examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line too, like every other error (the full usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"onnx-gig: error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="onnx-gig", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Explain what a CNN classifier looks at with Integrated Gradients with Guided "
                     "Non-Linearity (GNL-IG), computed by an ONNX graph that onnxruntime runs.")
@@ -33,25 +42,56 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     return p, handlers
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _one_line(text: object) -> str:
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    return " ".join(lines) if lines else "no details"
+
+
+def _one_line_warnings(debug: bool) -> None:
+    """Warnings as one line each: onnx-gig's own always, other libraries' only with --debug."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if debug or os.path.abspath(filename).startswith(_PACKAGE_DIR):
+            print(f"onnx-gig: warning: {_one_line(message)}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser, handlers = build_parser()
     a = parser.parse_args(argv)
     if not a.command:
         parser.print_help()
         return 2
+    saved = warnings.showwarning
+    _one_line_warnings(a.debug)
     try:
         return handlers[a.command](a)
     except GigError as exc:
         if a.debug:
             traceback.print_exc()
-        print(f"onnx-gig: error: {exc}", file=sys.stderr)
+        print(f"onnx-gig: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if a.debug:
+            traceback.print_exc()
         print("onnx-gig: interrupted; no partial output was left", file=sys.stderr)
         return 130
     except MemoryError:
+        if a.debug:
+            traceback.print_exc()
         print("onnx-gig: error: out of memory; lower --max-memory or --steps", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, the traceback with --debug
+        if a.debug:
+            traceback.print_exc()
+        print(f"onnx-gig: error: internal error ({type(exc).__name__}: {_one_line(exc)[:300]}); "
+              "rerun with --debug for the traceback and report it", file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = saved
 
 
 if __name__ == "__main__":

@@ -1,31 +1,73 @@
-"""Atomic file writing: an output appears complete or not at all, never half-written."""
+"""Atomic file writing: an output appears complete or not at all, never half-written.
+
+Every output goes to a temporary file in the destination folder and is renamed into place only
+when it is complete, so a crash, a full disk or Ctrl-C leaves the old file (or nothing) behind.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .errors import InputError
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, protect: tuple[str | os.PathLike, ...] = ()) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(path: str | os.PathLike, protect: Iterable[str | os.PathLike | None] = (),
+                 overwrite: bool = True) -> Path:
+    """Refuse an output path before any work: an input file, a folder, or (unless ``overwrite``) an existing file.
 
     ``protect`` lists input files that must never be overwritten by this output.
     """
     dest = Path(path)
+    if str(path) == "":
+        raise InputError("the output path is empty; give a file name")
     for p in protect:
-        if Path(p).exists() and dest.exists() and os.path.samefile(p, dest):
+        if p is not None and not isinstance(p, (bytes, bytearray)) and dest.exists() and _same_file(Path(p), dest):
             raise InputError(f"refusing to overwrite the input file {p} with an output; choose another output path")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
+    if dest.is_dir():
+        raise InputError(f"the output {dest} is a folder; give a file name")
+    if dest.exists() and not overwrite:
+        raise InputError(f"the output {dest} already exists; pass --force to overwrite it, or choose another path")
+    parent = dest.parent
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"cannot write {dest}: {folder} is not a folder")
+            break
+    return dest
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, protect: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    ``protect`` lists input files that must never be overwritten by this output. On any failure,
+    KeyboardInterrupt included, the temporary file is removed and ``path`` is left as it was;
+    an ``OSError`` while creating, writing or renaming becomes one readable :class:`InputError`.
+    """
+    dest = check_output(path, protect)
     try:
-        yield Path(tmp)
-        os.replace(tmp, dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise InputError(f"cannot write {dest}: {exc.strerror or exc}; choose a writable folder") from None
+    try:
+        try:
+            yield Path(tmp)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise InputError(f"cannot write {dest}: {exc.strerror or exc}; nothing was written "
+                             f"(check the free space and the permissions of {dest.parent})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

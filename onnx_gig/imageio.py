@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -157,18 +158,26 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     if not p.is_file():
         raise InputError(f"{p}: not a regular file")
     try:
-        with Image.open(p) as im:
-            im.load()
-            img = _upright(im)
+        with warnings.catch_warnings():
+            # past MAX_IMAGE_PIXELS Pillow only warns (it raises at twice that): refuse both, before decoding
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                im.load()
+                img = _upright(im)
     except UnidentifiedImageError:
         raise InputError(f"{p}: not a readable image (unknown format, or a corrupt or zero-size header)") from None
-    except Image.DecompressionBombError as e:
-        raise InputError(f"{p}: image too large ({e})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputError(f"{p}: image too large to open safely ({_one_line(e)}); downscale it first, or raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InputError(f"{p}: truncated or corrupt image ({e})") from None
     if img.width == 0 or img.height == 0:
         raise InputError(f"{p}: image has zero size ({img.width}x{img.height})")
     return to_rgb(img)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _upright(im: Image.Image) -> Image.Image:
@@ -252,7 +261,11 @@ def load_input(
         x = load_npy_tensor(path, input_shape, what="input")
         return x, _drawable(x, pp)
     h, w = _image_size(pp, input_shape)
-    x, seen = prepare_image(load_image(path), pp, (h, w))
+    img = load_image(path)
+    if img.width * 4 < w or img.height * 4 < h:
+        warnings.warn(f"{path} is only {img.width}x{img.height} pixels; it is enlarged to the model's {w}x{h}, "
+                      "so the map shows little detail", stacklevel=2)
+    x, seen = prepare_image(img, pp, (h, w))
     return x, seen
 
 
@@ -302,6 +315,7 @@ def _read_npy(path: str | os.PathLike, what: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} {p}: file not found")
+    _check_npy_header(p, what)
     try:
         arr = np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -311,6 +325,30 @@ def _read_npy(path: str | os.PathLike, what: str) -> np.ndarray:
     if arr.dtype.kind != "f":
         raise InputError(f"{what} {p}: expected a float array of a preprocessed tensor, got {arr.dtype} (save raw photos as PNG instead)")
     return arr
+
+
+def _check_npy_header(p: Path, what: str) -> None:
+    """Read only the header: a shape the file cannot hold (a memory bomb) or a non-float dtype stops here."""
+    try:
+        with open(p, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                return  # np.load checks the rest
+            offset = f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as e:
+        raise InputError(f"{what} {p}: not a readable .npy array ({_one_line(e)})") from None
+    if dtype.kind != "f":
+        raise InputError(f"{what} {p}: expected a float array of a preprocessed tensor, got {dtype} "
+                         "(save raw photos as PNG instead)")
+    need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    have = p.stat().st_size - offset
+    if need > have:
+        raise InputError(f"{what} {p}: the header claims shape {list(shape)} ({need} bytes) but the file holds "
+                         f"{have} bytes; the file is truncated")
 
 
 def _finite_float32(arr: np.ndarray, path: str | os.PathLike, what: str) -> np.ndarray:

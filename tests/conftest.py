@@ -29,3 +29,24 @@ def demo_gig(tmp_path_factory, demo_model) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+# --------------------------------------------------------------------------- robustness tally
+# tests/test_bad_inputs.py and tests/test_properties.py count what they tried; the counts close the run.
+
+_TALLY = pytest.StashKey[dict]()
+
+
+def robustness_tally(config) -> dict:
+    """The session's counters (name -> count), shown in the terminal summary."""
+    from collections import Counter
+
+    return config.stash.setdefault(_TALLY, Counter())
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    tally = config.stash.get(_TALLY, None)
+    if tally:
+        terminalreporter.write_sep("-", "robustness tally")
+        for name, count in sorted(tally.items()):
+            terminalreporter.write_line(f"{count:5d}  {name}")

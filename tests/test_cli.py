@@ -67,31 +67,7 @@ def test_explain_accepts_a_preprocessed_npy(demo_gig, tmp_path, rng):
     np.testing.assert_allclose(r.attributions, direct[0], rtol=1e-6)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["explain", "{gig}", "{missing}"], "not found"),
-    (["explain", "{gig}", "{notimage}"], "notimage.png"),
-    (["explain", "{gig}", "{cat}", "--target", "1000"], "out of range"),
-    (["explain", "{gig}", "{cat}", "--baseline", "purple"], "zeros"),
-    (["explain", "{gig}", "{cat}", "--steps", "0"], "steps"),
-    (["explain", "{plain}", "{cat}"], "onnx-gig convert"),
-    (["convert", "{corrupt}"], "cannot read"),
-    (["convert", "{plain}", "-o", "{plain}"], "refusing to overwrite"),
-])
-def test_bad_input_gets_one_readable_line(tmp_path, demo_gig, demo_model, args, needle):
-    from conftest import MODELS
-
-    (tmp_path / "notimage.png").write_bytes(b"this is not a png")
-    (tmp_path / "corrupt.onnx").write_bytes(b"\x08\x07garbage" * 10)
-    paths = {"gig": demo_gig, "missing": tmp_path / "nope.png", "notimage": tmp_path / "notimage.png",
-             "cat": MODELS / "images" / "chelsea.png", "plain": demo_model, "corrupt": tmp_path / "corrupt.onnx"}
-    before = demo_model.read_bytes()
-    p = run_cli(*[a.format(**paths) for a in args], cwd=tmp_path)
-    assert p.returncode == 2
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("onnx-gig: error:"), p.stderr
-    assert needle in lines[0]
-    assert "Traceback" not in p.stderr
-    assert demo_model.read_bytes() == before  # the input is never touched
+# Bad input (one readable line, inputs untouched, --force, faults): tests/test_bad_inputs.py.
 
 
 def test_help_reads_well():

@@ -28,9 +28,9 @@ def run(a: argparse.Namespace) -> int:
     src = folder / "mobilenet_v2.onnx"
     if not src.is_file():
         raise InputError(f"{src} not found: run the demo from the repository root, or pass --models DIR")
-    r = convert(src, method=a.method)
+    r = convert(src, method=a.method, overwrite=True)  # the demo's own outputs: rerunning it replaces them
     print(f"wrote {r.path}  ({r.method}, {r.seconds:.2f} s)")
     image = Path(a.image) if a.image else folder / "images" / "chelsea.png"
-    res = explain(r.path, image, device=a.device, progress=sys.stderr.isatty())
+    res = explain(r.path, image, device=a.device, progress=sys.stderr.isatty(), overwrite=True)
     print_explanation(res, str(image))
     return 0

@@ -19,6 +19,7 @@ def configure(e: argparse.ArgumentParser) -> None:
     e.add_argument("--out", help="figure to write (default: IMAGE_gig.png in the current folder)")
     e.add_argument("--save-npy", help="also write the raw attributions (float32, model layout, no batch dim)")
     e.add_argument("--cmap", default="inferno", choices=["inferno", "viridis"], help="colour map (default inferno)")
+    e.add_argument("-f", "--force", action="store_true", help="overwrite the figure and the .npy if they exist")
     add_run_options(e)
 
 
@@ -27,6 +28,6 @@ def run(a: argparse.Namespace) -> int:
 
     r = explain(a.model, a.image, target=a.target, steps=a.steps, rule=a.rule, baseline=a.baseline, out=a.out,
                 save_npy=a.save_npy, device=a.device, max_memory=a.max_memory, threads=a.threads,
-                progress=sys.stderr.isatty(), cmap=a.cmap)
+                progress=sys.stderr.isatty(), cmap=a.cmap, overwrite=a.force)
     print_explanation(r, a.image)
     return 0
