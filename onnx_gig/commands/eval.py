@@ -1,0 +1,54 @@
+"""onnx-gig eval: deletion and insertion areas of several attribution methods on your model and images."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..methods import ALL, METHODS
+from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES
+from ._common import add_run_options
+
+NAME = "eval"
+HELP = "measure faithfulness: deletion and insertion areas per method (RISE protocol)"
+DESCRIPTION = ("Convert the classifier as the methods need (cached in OUT_DIR/converted), compute every method's "
+               "map on every image, and score the maps by deletion (pixels set to 0 in model-input space, most "
+               "salient first; lower area is better) and insertion (from an 11x11 sigma-5 blur back to the image; "
+               "higher is better), with the softmax probability of the class predicted on the clean image. Writes "
+               "results.md, results.csv (mean and std per method), per_image.csv, curves.npz and curves.png. "
+               "Methods: " + "; ".join(f"{m}: {METHODS[m].description}" for m in ALL) + ".")
+
+
+def add_method_options(p: argparse.ArgumentParser, default: str) -> None:
+    """--methods, --steps, --rule, --seed: shared by eval and sanity."""
+    p.add_argument("--methods", default=default, help=f"comma-separated, from {','.join(ALL)} (default {default})")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"integration steps of ig and gnl-ig (default {DEFAULT_STEPS})")
+    p.add_argument("--rule", default=DEFAULT_RULE, choices=RULES, help=f"their quadrature rule (default {DEFAULT_RULE})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random map / random weights (default 0)")
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="the classifier .onnx (not a converted model); preprocessing from its metadata")
+    p.add_argument("images", nargs="+", help="photos (PNG/JPEG/...), .npy tensors, or folders of them")
+    add_method_options(p, ",".join(ALL))
+    p.add_argument("--out-dir", default="eval", help="where the tables, curves and converted models go (default eval)")
+    p.add_argument("--step", type=int, help="pixels moved per step (default: one image row, i.e. the width)")
+    p.add_argument("--batch-size", type=int, default=64, help="perturbed images per onnxruntime run (default 64)")
+    p.add_argument("--baseline", default="zeros", help="IG/GNL-IG baseline: zeros (default), black, white, blur")
+    p.add_argument("--title", help="title for the table and figure")
+    p.add_argument("--save-maps", action="store_true", help="also write every map to OUT_DIR/maps.npz")
+    add_run_options(p)
+
+
+def run(a: argparse.Namespace) -> int:
+    from ..evaluate import evaluate
+
+    r = evaluate(a.model, a.images, a.methods, a.out_dir, step=a.step, batch_size=a.batch_size, steps=a.steps,
+                 rule=a.rule, baseline=a.baseline, seed=a.seed, device=a.device, max_memory=a.max_memory,
+                 threads=a.threads, progress=sys.stderr.isatty(), title=a.title, save_maps=a.save_maps)
+    print(f"{'method':<18} {'deletion (lower better)':>24} {'insertion (higher better)':>26}")
+    for row in r.summary():
+        print(f"{row['method']:<18} {row['deletion_mean']:>15.4f} ± {row['deletion_std']:.4f} "
+              f"{row['insertion_mean']:>17.4f} ± {row['insertion_std']:.4f}")
+    print(f"{len(r.images)} images; wrote {a.out_dir}/results.md, results.csv, per_image.csv, curves.png")
+    return 0

@@ -1,0 +1,159 @@
+"""``evaluate`` and ``onnx-gig eval`` on a tiny ReLU/MaxPool CNN built with onnx.helper: real files, real sessions."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from onnx_gig import GigModel, convert
+from onnx_gig.evaluate import evaluate
+from onnx_gig.methods import ALL, attribute, parse_methods
+from onnx_gig.metrics import OnnxForward
+
+SIZE = 16
+PREPROCESS = {"layout": "NCHW", "color": "RGB", "resize": SIZE, "crop": [SIZE, SIZE], "scale": 1 / 255,
+              "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+
+def tiny_cnn(path: Path, seed: int = 0) -> Path:
+    """Conv3x3 -> Relu -> MaxPool2 -> Conv3x3 -> Relu -> GlobalAveragePool -> Flatten -> Gemm (3 classes)."""
+    r = np.random.default_rng(seed)
+    inits = {"w1": r.normal(0, 0.4, (6, 3, 3, 3)), "b1": r.normal(0, 0.1, 6),
+             "w2": r.normal(0, 0.3, (6, 6, 3, 3)), "b2": r.normal(0.1, 0.1, 6),
+             "wf": r.normal(0, 1.0, (3, 6)), "bf": r.normal(0, 0.1, 3)}
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], "pool1", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], "conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], "relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"], "gap"),
+        helper.make_node("Flatten", ["g"], ["f"], "flatten", axis=1),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], "fc", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                             ["N", 3, SIZE, SIZE])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"onnx_gig.preprocess": json.dumps(PREPROCESS),
+                                   "onnx_gig.labels": json.dumps(["ant", "bee", "cat"])})
+    onnx.save(model, str(path))
+    return path
+
+
+def write_photos(folder: Path, n: int, seed: int = 1) -> list[Path]:
+    r = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"photo{i}.png"
+        Image.fromarray(r.integers(0, 256, (SIZE + 4, SIZE + 2, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    return tiny_cnn(d / "tiny.onnx"), write_photos(d / "photos", 3)
+
+
+def test_eval_writes_tables_and_curves_for_all_six_methods(tiny, tmp_path):
+    model, photos = tiny
+    out = tmp_path / "eval"
+    r = evaluate(model, photos, None, out, steps=4, step=8)
+    assert r.methods == list(ALL)
+    for name in ("results.md", "results.csv", "per_image.csv", "curves.png", "curves.npz"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [row["method"] for row in rows] == list(ALL)
+    for row in rows:
+        for k in ("deletion_mean", "insertion_mean"):
+            assert 0.0 <= float(row[k]) <= 1.0
+        assert float(row["deletion_std"]) >= 0.0 and row["n_images"] == "3"
+    md = (out / "results.md").read_text()
+    assert all(f"| {m} |" in md for m in ALL) and "±" in md
+    assert len(list(csv.DictReader((out / "per_image.csv").open()))) == 3 * len(ALL)
+    png = Image.open(out / "curves.png")
+    assert png.mode == "RGB" and png.width > 2 * png.height
+    # 16x16 images, 8 pixels per step: 33 points; the curves start (deletion) / end (insertion) at the clean image
+    assert r.settings["points"] == 33 and r.x["deletion"][-1] == 1.0
+    for m in ALL:
+        np.testing.assert_allclose(r.curves["deletion"][m][:, 0], r.clean_prob, rtol=1e-5)
+        np.testing.assert_allclose(r.curves["insertion"][m][:, -1], r.clean_prob, rtol=1e-5)
+    assert r.target_labels[0] in ("ant", "bee", "cat")
+    # the areas are the trapezoid areas of the stored curves
+    from onnx_gig.metrics import auc
+    assert r.areas("deletion")["ig"][1] == pytest.approx(auc(r.curves["deletion"]["ig"][1], r.x["deletion"]))
+    # converted models are cached: a second run converts nothing new
+    cached = sorted((out / "converted").iterdir())
+    assert len(cached) == 2
+    mtimes = [p.stat().st_mtime_ns for p in cached]
+    r2 = evaluate(model, photos, "gradient,gnl-ig", out, steps=4, step=8)
+    assert [p.stat().st_mtime_ns for p in sorted((out / "converted").iterdir())] == mtimes
+    np.testing.assert_allclose(r2.curves["deletion"]["gnl-ig"], r.curves["deletion"]["gnl-ig"], rtol=1e-6)
+
+
+def test_methods_are_the_converted_graphs_run_as_claimed(tiny, tmp_path):
+    model, _ = tiny
+    ig = GigModel(convert(model, tmp_path / "ig.onnx", method="ig").path, device="cpu")
+    gnl = GigModel(convert(model, tmp_path / "gnl.onnx", method="gnl-ig").path, device="cpu")
+    x = np.random.default_rng(3).normal(0, 1, (2, 3, SIZE, SIZE)).astype(np.float32)
+    t = np.asarray([0, 2])
+    grad = attribute("gradient", ig, x, t)
+    np.testing.assert_allclose(attribute("input_x_gradient", ig, x, t), x * grad, rtol=1e-4, atol=1e-6)
+    # the gradient is the gradient: central differences of the logit on a few inputs
+    f = OnnxForward(model)
+    eps = 1e-2
+    for idx in [(0, 0, 3, 4), (1, 2, 8, 8), (1, 1, 15, 0)]:
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += eps
+        xm[idx] -= eps
+        fd = (f(xp)[idx[0], t[idx[0]]] - f(xm)[idx[0], t[idx[0]]]) / (2 * eps)
+        assert grad[idx] == pytest.approx(fd, rel=2e-2, abs=1e-4)
+    # guided backprop is the guided gradient at x: x times it is one right-Riemann step of GNL-IG from zero
+    gbp = attribute("guided_backprop", gnl, x, t)
+    one_step = attribute("gnl-ig", gnl, x, t, steps=1, rule="riemann_right")
+    np.testing.assert_allclose(x * gbp, one_step, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(gbp, grad)  # the guided rules change something on a ReLU/MaxPool net
+
+
+def test_method_names_are_checked():
+    assert parse_methods("ig, gnl-ig,ig") == ["ig", "gnl-ig"]
+    from onnx_gig.errors import InputError
+    with pytest.raises(InputError, match="smoothgrad"):
+        parse_methods("ig,smoothgrad")
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "onnx_gig.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_help_names_the_commands():
+    p = run_cli("eval", "--help")
+    assert p.returncode == 0 and "--methods" in p.stdout and "--step" in p.stdout and "deletion" in p.stdout
+    p = run_cli("sanity", "--help")
+    assert p.returncode == 0 and "--depths" in p.stdout
+
+
+def test_cli_eval_runs(tiny, tmp_path):
+    model, photos = tiny
+    p = run_cli("eval", model, photos[0].parent, "--methods", "gradient,random", "--step", "16",
+                "--out-dir", tmp_path / "ev")
+    assert p.returncode == 0, p.stderr
+    assert "gradient" in p.stdout and "random" in p.stdout and "3 images" in p.stdout
+    rows = list(csv.DictReader((tmp_path / "ev" / "results.csv").open()))
+    assert [r["method"] for r in rows] == ["gradient", "random"]
+    p = run_cli("eval", model, tmp_path / "missing.png", "--out-dir", tmp_path / "ev2")
+    assert p.returncode == 2 and "missing.png" in p.stderr
