@@ -77,8 +77,90 @@ def _activation_bytes_per_row(nodes: list[gs.Node]) -> int:
     return total
 
 
-def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str, str]] = None) -> onnx.ModelProto:
-    """Wrap the forward graph, a path copy with its backward graph, and a baseline copy into one model."""
+def _row_bytes(t: gs.Tensor) -> int:
+    """Bytes one batch row of a float tensor with static non-batch dims takes (0 if unknown)."""
+    if not t.shape or t.dtype is None or np.dtype(t.dtype).kind != "f":
+        return 0
+    dims = list(t.shape[1:])
+    return int(np.prod(dims)) * np.dtype(t.dtype).itemsize if all(isinstance(d, int) for d in dims) else 0
+
+
+def memory_per_row(path: list[gs.Node], backward: list[gs.Node]) -> int:
+    """Estimated peak bytes one batch row (one image at one step) adds to a run.
+
+    What stays alive until the backward pass reads it (the forward tensors that backward nodes take:
+    activation outputs for the masks, max-pool inputs) plus a working set of three of the largest
+    tensors; both doubled for the runtime's padding, blocked layouts and allocator. Calibrated against
+    peak RSS on CPU (MobileNetV2, ResNet-50, VGG-16: measured 45, 64 and 129 MB per row; this gives
+    63, 87 and 140 MB).
+    """
+    produced = {o.name: _row_bytes(o) for n in path for o in n.outputs}
+    saved = {i.name for n in backward for i in n.inputs if i.name in produced}
+    largest = max(produced.values(), default=0)
+    return 2 * sum(produced[k] for k in saved) + 3 * largest
+
+
+# ops onnxruntime's NCHWc transformer keeps in the blocked layout when their inputs are blocked
+_BLOCKED_UNARY = ("Relu", "Clip", "Sigmoid", "Tanh")
+_BLOCKED_BINARY = ("Add", "Sum", "Mul")
+
+
+def keep_blocked_layout(backward: list[gs.Node], e: Emitter) -> int:
+    """Feed every mask multiply blocked (NCHWc) operands; return how many identity convolutions it took.
+
+    onnxruntime runs convolutions in a blocked layout and keeps a Relu/Add/Mul there only when all its
+    inputs are blocked; one plain input (the Expand of a global-pool gradient, a ConvTranspose output)
+    otherwise turns every mask multiply and every skip-connection sum downstream back to plain layout,
+    with a reorder around each convolution (ResNet-50: 40 reorders). A 1x1 depthwise Conv with unit
+    weights (exact: x * 1) in front of such an operand makes it blocked, and the Relu that follows fuses
+    into it. Masks carry their channel count (``blocked_mask_channels``, set in autodiff/rules.py).
+    """
+    blocked: dict[int, bool] = {}
+    producer: dict[int, gs.Node] = {}
+
+    def is_blocked(t: gs.Tensor) -> bool:
+        return isinstance(t, gs.Variable) and blocked.get(id(t), False)
+
+    inserted = 0
+    for node in backward:
+        masks = [t for t in node.inputs if hasattr(t, "blocked_mask_channels")]
+        if node.op == "Mul" and len(masks) == 1 and masks[0].blocked_mask_channels % 16 == 0:
+            k = 1 - node.inputs.index(masks[0])
+            other = node.inputs[k]
+            if not is_blocked(other):
+                relu = producer.get(id(other))
+                target, holder, slot = (relu.inputs[0], relu, 0) if relu is not None and relu.op == "Relu" \
+                    else (other, node, k)
+                c = masks[0].blocked_mask_channels
+                anchor = e.op("Conv", [target, e.const(np.ones([c, 1, 1, 1], F32))], {"group": c, "kernel_shape": [1, 1]})
+                anchor_node = e.graph.nodes.pop()  # keep topological order: right before its consumer
+                e.graph.nodes.insert(e.graph.nodes.index(holder), anchor_node)
+                holder.inputs[slot] = anchor
+                blocked[id(anchor)] = True
+                if holder is not node:
+                    blocked[id(holder.outputs[0])] = True
+                inserted += 1
+        if node.op == "Conv":
+            ok = True
+        elif node.op in _BLOCKED_UNARY:
+            ok = is_blocked(node.inputs[0])
+        elif node.op in _BLOCKED_BINARY:
+            ok = all(is_blocked(t) for t in node.inputs)
+        else:
+            ok = False
+        for o in node.outputs:
+            blocked[id(o)] = ok
+            producer[id(o)] = node
+    return inserted
+
+
+def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str, str]] = None,
+                   fp16: bool = False) -> onnx.ModelProto:
+    """Wrap the forward graph, a path copy with its backward graph, and a baseline copy into one model.
+
+    ``fp16`` returns the float16 graph (inputs and outputs stay float32; for the CUDA provider): its
+    ReLU/Clip masks are built with comparisons, since the scaled-step masks need float32's range.
+    """
     g = gs.import_onnx(fg.model)
     g.toposort()
     tensors = g.tensors()
@@ -92,6 +174,7 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     if not rank:
         raise ModelError(f"the rank of input '{x.name}' is unknown")
     e = Emitter(g, "gig/")
+    e.arith_masks = not fp16  # read by the mask helpers in autodiff/rules.py
 
     baseline = gs.Variable("baseline", dtype=F32, shape=[f"baseline_d{i}" for i in range(rank)])
     alphas = gs.Variable("alphas", dtype=F32, shape=["K"])
@@ -139,7 +222,15 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     onehot = e.op("OneHot", [target_class, depth, e.const(np.asarray([0, 1], F32))], {"axis": -1})
     seed = e.mul(e.unsqueeze(onehot, [1]), e.reshape(weights, [1, -1, 1]))
     seed = e.reshape(seed, e.shape(score_p))
+    # declare the seed's shape: its symbolic batch (NK) then flows through the whole backward graph, so
+    # onnxruntime can prove forward and backward tensors have one shape and keep both in its NCHWc layout
+    seed.dtype, seed.shape = F32, list(score_p.shape) if score_p.shape is not None else None
+    first_backward = len(g.nodes)
     grad = build_gradient(path_nodes, {"score": (score_p, seed)}, path_flat, rules, e)
+    backward = list(g.nodes[first_backward:])
+    bytes_per_row = memory_per_row(path_nodes, backward)
+    if not fp16:
+        keep_blocked_layout(backward, e)
 
     n_k_rest = e.concat([e.shape(x, 0, 1), e.const(np.asarray([-1], np.int64)), e.shape(x, start=1)], axis=0)
     summed = e.op("ReduceSum", [e.op("Reshape", [grad, n_k_rest]), e.const(np.asarray([1], np.int64))],
@@ -174,10 +265,60 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
         META_PREFIX + "score": fg.score_name,
         META_PREFIX + "model_outputs": json.dumps(fg.output_names),
         META_PREFIX + "num_classes": str(fg.num_classes or ""),
-        META_PREFIX + "bytes_per_step": str(3 * _activation_bytes_per_row(forward)),
+        META_PREFIX + "bytes_per_step": str(bytes_per_row or 3 * _activation_bytes_per_row(forward)),
         META_PREFIX + "defaults": json.dumps({"steps": DEFAULT_STEPS, "rule": DEFAULT_RULE, "baseline": "zeros"}),
     })
     onnx.helper.set_model_props(model, meta)
     model.producer_name = "onnx-gig"
     model.producer_version = __version__
-    return model
+    return to_float16(model) if fp16 else model
+
+
+def _toposort(graph: onnx.GraphProto) -> None:
+    """Order ``graph.node`` so that every input is produced before it is read (stable otherwise)."""
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, order = [copy_node(n) for n in graph.node], []
+    while pending:
+        rest = [n for n in pending if not all(i in known for i in n.input)]
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:
+            raise ModelError(f"the graph has a cycle or an undefined input at node '{rest[0].name}'")
+        for n in ready:
+            order.append(n)
+            known.update(n.output)
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(order)
+
+
+def copy_node(n: onnx.NodeProto) -> onnx.NodeProto:
+    c = onnx.NodeProto()
+    c.CopyFrom(n)
+    return c
+
+
+def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The float16 version of an IG model: every float tensor inside in float16, inputs and outputs float32.
+
+    Uses onnxruntime's own converter (``onnxruntime.transformers.float16``, shipped in the onnxruntime
+    wheels this package already depends on; the same code as onnxconverter-common, so no extra
+    dependency). The defaults of the overridable inputs stay float32, as their inputs do. Meant for the
+    CUDA provider: onnxruntime's CPU provider lacks float16 kernels for most ops.
+    """
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    inputs = {i.name for i in model.graph.input}
+    defaults = {t.name: onnx.TensorProto() for t in model.graph.initializer if t.name in inputs}
+    for t in model.graph.initializer:
+        if t.name in defaults:
+            defaults[t.name].CopyFrom(t)
+    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    _toposort(half.graph)  # the converter appends its input Casts at the end
+    for t in half.graph.initializer:
+        if t.name in defaults:
+            t.CopyFrom(defaults[t.name])
+    props = {p.key: p.value for p in half.metadata_props}  # bytes_per_step stays: a safe upper bound
+    props[META_PREFIX + "dtype"] = "float16"
+    del half.metadata_props[:]
+    onnx.helper.set_model_props(half, props)
+    return half

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import onnx
@@ -31,6 +35,20 @@ def default_max_memory() -> int:
     except (ValueError, OSError, AttributeError):
         avail = 4 << 30
     return int(min(4 << 30, max(256 << 20, 0.4 * avail)))
+
+
+# what a run allocates beyond the activations bytes_per_step counts (runtime buffers, the first run's
+# kernels' workspace), kept free on top of what is resident when the session exists
+RESIDENT_MARGIN = 128 << 20
+
+
+def _resident_bytes() -> int:
+    """Current resident set size of this process (0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0
 
 
 def parse_memory(text: str | int | None) -> Optional[int]:
@@ -60,6 +78,10 @@ def session_options(threads: Optional[int] = None) -> ort.SessionOptions:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # the step/baseline/target defaults are overridable initializers by design
     so.enable_mem_pattern = False  # large first-run buffers otherwise; chunking bounds memory instead
+    # worker threads sleep instead of spinning between kernels: the same speed on an idle machine, and
+    # far less lost to a busy one (MobileNetV2 GNL-IG on 2 cores with one taken by another job: 2.7 s
+    # spinning, 2.0 s not)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         so.intra_op_num_threads = int(threads)
     return so
@@ -67,18 +89,83 @@ def session_options(threads: Optional[int] = None) -> ort.SessionOptions:
 
 def make_session(model: str | os.PathLike | bytes, device: str = "auto",
                  threads: Optional[int] = None) -> ort.InferenceSession:
-    """An InferenceSession on CUDA when asked/available and it loads, else on CPU."""
+    """An InferenceSession on CUDA when asked/available and it loads, else on CPU.
+
+    A CUDA provider that was asked for (``device="cuda"``, or ``auto`` with an NVIDIA driver present)
+    but does not load is reported on stderr in one line, with onnxruntime's reason, and the session
+    runs on CPU.
+    """
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"unknown device '{device}'; choose auto, cpu or cuda")
-    providers = [CPU]
-    if device == "cuda" or (device == "auto" and cuda_usable()):
-        providers = [CUDA, CPU]
+    want_cuda = device == "cuda" or (device == "auto" and cuda_usable())
+    providers: list[Any] = [(CUDA, cuda_provider_options()), CPU] if want_cuda else [CPU]
     src = model if isinstance(model, bytes) else str(model)
+    text: Any = lambda: ""  # noqa: E731
     try:
-        return ort.InferenceSession(src, sess_options=session_options(threads), providers=providers)
+        with _capture_stderr(want_cuda) as text:
+            sess = ort.InferenceSession(src, sess_options=session_options(threads), providers=providers)
     except Exception as exc:
+        sys.stderr.write(text())
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"onnxruntime cannot load the model: {first}") from None
+    captured = text()
+    if want_cuda and sess.get_providers()[0] != CUDA:
+        print(f"onnx-gig: the CUDA provider did not load ({_cuda_failure_reason(captured)}); running on CPU",
+              file=sys.stderr)
+        captured = "\n".join(l for l in captured.splitlines() if not _is_provider_noise(l))
+    if captured.strip():
+        sys.stderr.write(captured if captured.endswith("\n") else captured + "\n")
+    return sess
+
+
+def cuda_provider_options() -> dict[str, str]:
+    """CUDA provider options: device 0, exhaustive cuDNN search (chunks repeat one shape), copies in one stream."""
+    return {"device_id": os.environ.get("ONNX_GIG_CUDA_DEVICE", "0"), "cudnn_conv_algo_search": "EXHAUSTIVE",
+            "do_copy_in_default_stream": "1", "arena_extend_strategy": "kSameAsRequested"}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _is_provider_noise(line: str) -> bool:
+    return any(k in line for k in ("provider_bridge_ort", "CreateExecutionProviderFactoryInstance",
+                                   "libonnxruntime_providers_cuda", "CUDAExecutionProvider")) or not _ANSI.sub("", line).strip()
+
+
+def _cuda_failure_reason(log: str) -> str:
+    """A short reason from onnxruntime's own messages (the library that failed, or its requirements line)."""
+    text = _ANSI.sub("", log)
+    m = re.search(r"with error: ([^\n]+)", text)
+    if m:
+        return m.group(1).strip()[:200]
+    m = re.search(r"(Require [^\n.]+)", text)
+    if m:
+        return m.group(1).strip()[:200]
+    return "no CUDA device or libraries usable; onnxruntime gave no reason"
+
+
+@contextmanager
+def _capture_stderr(enabled: bool) -> Iterator:
+    """Collect what native code writes to fd 2 (onnxruntime's provider errors) while the block runs."""
+    if not enabled:
+        yield lambda: ""
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield lambda: ""
+        return
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        out: list[str] = []
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lambda: "".join(out)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode("utf-8", "replace"))
 
 
 @dataclass
@@ -123,7 +210,13 @@ class GigModel:
         self.max_memory = parse_memory(max_memory) or default_max_memory()
         self.session = make_session(self.path, device, threads)
         self.provider = self.session.get_providers()[0]
+        self._device_id = int(cuda_provider_options()["device_id"]) if self.provider == CUDA else 0
+        # IO binding on CUDA: inputs uploaded once, attributions accumulated on the device
+        self.io_binding = self.provider == CUDA
+        self._adder: Optional[ort.InferenceSession] = None
+        self._resident_base = _resident_bytes() + RESIDENT_MARGIN if self.provider == CPU else 0
         inp = {i.name: i for i in self.session.get_inputs()}
+        self._input_names = set(inp)
         if self.input_name not in inp:
             raise ModelError(f"{self.path}: input '{self.input_name}' named in the metadata is missing")
         self.input_shape = list(inp[self.input_name].shape)
@@ -139,9 +232,29 @@ class GigModel:
     def preprocess_json(self) -> Optional[str]:
         return self.metadata.get(META_PREFIX + "preprocess")
 
+    def rows_per_run(self) -> int:
+        """Batch rows (images x steps) one run may hold under the memory budget.
+
+        The budget covers the whole process: what is resident once the session exists (weights, their
+        reordered copies, the runtime) is measured and taken off, and the rest is divided by the
+        model's ``bytes_per_step`` (activation memory of one row, calibrated against peak RSS).
+        """
+        free = self.max_memory - self._resident_base
+        return int(max(1, free // self.bytes_per_step))
+
+    def plan(self, n_images: int, n_steps: int, internal_batch_size: Optional[int] = None) -> "ChunkPlan":
+        """How ``n_images`` x ``n_steps`` rows split into runs: whole images' steps first, balanced chunks."""
+        rows = int(internal_batch_size) if internal_batch_size else self.rows_per_run()
+        per = max(1, min(n_steps, rows))
+        group = max(1, min(n_images, rows // per))
+        per = -(-n_steps // -(-n_steps // per))  # the same number of chunks, sizes balanced
+        chunks = [(i, min(n_images, i + group), s, min(n_steps, s + per))
+                  for i in range(0, n_images, group) for s in range(0, n_steps, per)]
+        return ChunkPlan(group, per, chunks)
+
     def steps_per_chunk(self, n_images: int, n_steps: int, internal_batch_size: Optional[int] = None) -> int:
         """How many steps of ``n_images`` images fit in one run under the memory budget."""
-        rows = internal_batch_size or max(1, self.max_memory // self.bytes_per_step)
+        rows = internal_batch_size or self.rows_per_run()
         return int(max(1, min(n_steps, rows // max(1, n_images))))
 
     # -- running ------------------------------------------------------------------
@@ -197,34 +310,102 @@ class GigModel:
         b = self._baselines(baselines, x)
         t = self._targets(target, x.shape[0])
         alphas, weights = schedule(n_steps, method)
-        n = x.shape[0]
-        per = self.steps_per_chunk(1, n_steps, internal_batch_size)
-        group = max(1, min(n, (internal_batch_size or self.max_memory // self.bytes_per_step) // max(1, min(per, n_steps))))
-        per = self.steps_per_chunk(group, n_steps, internal_batch_size)
-        chunks = [(i, j, s) for i in range(0, n, group) for s in range(0, n_steps, per) for j in [min(n, i + group)]]
-        bar = _progress(len(chunks), progress, f"{self.method} {n_steps} steps")
-        attr = np.zeros_like(x)
-        extra: dict[str, list[np.ndarray]] = {}
-        for i, j, s in chunks:
-            feed = {
-                self.input_name: x[i:j],
-                "baseline": b if b.shape[0] == 1 else b[i:j],
-                "alphas": alphas[s:s + per],
-                "step_weights": weights[s:s + per],
-                "target": t if t.size == 1 else t[i:j],
-            }
-            res = dict(zip(self._output_names, self.session.run(None, feed)))
-            attr[i:j] += res["attributions"]
-            if s == 0:
-                for k, v in res.items():
-                    if k != "attributions":
-                        extra.setdefault(k, []).append(v)
-            bar.update(1)
+        plan = self.plan(x.shape[0], n_steps, internal_batch_size)
+        bar = _progress(len(plan.chunks), progress, f"{self.method} {n_steps} steps")
+        run = self._run_bound if self.io_binding else self._run_feeds
+        attr, extra = run(x, b, t, alphas.astype(np.float32), weights.astype(np.float32), plan, bar)
         bar.close()
         joined = {k: np.concatenate(v, 0) for k, v in extra.items()}
         return Explanation(attributions=attr, target=joined["target_class"], target_score=joined["target_score"],
                            baseline_score=joined["baseline_score"], scores=joined["scores"],
                            outputs={k: v for k, v in joined.items() if k not in OUTPUTS})
+
+    def _feed(self, x, b, t, i: int, j: int) -> dict[str, np.ndarray]:
+        return {self.input_name: x[i:j], "baseline": b if b.shape[0] == 1 else b[i:j],
+                "target": t if t.size == 1 else t[i:j]}
+
+    def _run_feeds(self, x, b, t, alphas, weights, plan, bar) -> tuple[np.ndarray, dict]:
+        """CPU: numpy feeds (onnxruntime reads them in place); partial sums add up on the host."""
+        attr = np.zeros_like(x)
+        extra: dict[str, list[np.ndarray]] = {}
+        for i, j, s, e in plan.chunks:
+            feed = {**self._feed(x, b, t, i, j), "alphas": alphas[s:e], "step_weights": weights[s:e]}
+            first = s == 0
+            names = self._output_names if first else ["attributions"]
+            res = dict(zip(names, self.session.run(names, feed)))
+            attr[i:j] += res["attributions"]
+            if first:
+                for k, v in res.items():
+                    if k != "attributions":
+                        extra.setdefault(k, []).append(v)
+            bar.update(1)
+        return attr, extra
+
+    def _run_bound(self, x, b, t, alphas, weights, plan, bar) -> tuple[np.ndarray, dict]:
+        """IO binding (the CUDA path): each image group's inputs go to the device once, each step chunk
+        writes its attributions into a device buffer that a one-node Add session folds into the running
+        sum on the device, and only the group's final sum and the first chunk's small outputs come back."""
+        dev, dev_id = ("cuda", self._device_id) if self.provider == CUDA else ("cpu", 0)
+
+        def put(a: np.ndarray) -> Any:
+            return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a), dev, dev_id)
+
+        def empty(shape) -> Any:
+            return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, dev, dev_id)
+
+        attr = np.zeros_like(x)
+        extra: dict[str, list[np.ndarray]] = {}
+        groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for i, j, s, e in plan.chunks:
+            groups.setdefault((i, j), []).append((s, e))
+        for (i, j), steps in groups.items():
+            fixed = {k: put(v) for k, v in self._feed(x, b, t, i, j).items()}
+            shape = x[i:j].shape
+            part = empty(shape)
+            sums = [empty(shape) for _ in range(2)] if len(steps) > 1 else []
+            total = part
+            for k, (s, e) in enumerate(steps):
+                io = self.session.io_binding()
+                for name, v in fixed.items():
+                    io.bind_ortvalue_input(name, v)
+                io.bind_ortvalue_input("alphas", put(alphas[s:e]))
+                io.bind_ortvalue_input("step_weights", put(weights[s:e]))
+                io.bind_ortvalue_output("attributions", part if k else (sums[0] if sums else part))
+                others = [n for n in self._output_names if n != "attributions"] if k == 0 else []
+                for name in others:
+                    io.bind_output(name, "cpu")
+                io.synchronize_inputs()
+                self.session.run_with_iobinding(io)
+                io.synchronize_outputs()
+                if others:
+                    for name, v in zip(others, io.get_outputs()[1:]):
+                        extra.setdefault(name, []).append(v.numpy())
+                if k:  # running sum: sums[(k-1) % 2] + part -> sums[k % 2], on the device
+                    total = self._accumulate(sums[(k - 1) % 2], part, sums[k % 2])
+                elif sums:
+                    total = sums[0]
+                bar.update(1)
+            attr[i:j] = total.numpy()
+        return attr, extra
+
+    def _accumulate(self, a: Any, b: Any, out: Any) -> Any:
+        """out = a + b for device-resident OrtValues (a one-node session on the same provider)."""
+        if self._adder is None:
+            f32 = onnx.TensorProto.FLOAT
+            graph = onnx.helper.make_graph(
+                [onnx.helper.make_node("Add", ["a", "b"], ["sum"])], "accumulate",
+                [onnx.helper.make_tensor_value_info(n, f32, None) for n in ("a", "b")],
+                [onnx.helper.make_tensor_value_info("sum", f32, None)])
+            m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+            m.ir_version = 8
+            providers = [(CUDA, cuda_provider_options()), CPU] if self.provider == CUDA else [CPU]
+            self._adder = ort.InferenceSession(m.SerializeToString(), session_options(1), providers=providers)
+        io = self._adder.io_binding()
+        io.bind_ortvalue_input("a", a)
+        io.bind_ortvalue_input("b", b)
+        io.bind_ortvalue_output("sum", out)
+        self._adder.run_with_iobinding(io)
+        return out
 
     def attribute(self, inputs: np.ndarray, baselines: Any = None, target: Any = None, n_steps: int = DEFAULT_STEPS,
                   method: str = DEFAULT_RULE, internal_batch_size: Optional[int] = None,
@@ -232,6 +413,19 @@ class GigModel:
         """Captum-style: the attributions, and the convergence delta when asked."""
         ex = self.explain(inputs, baselines, target, n_steps, method, internal_batch_size)
         return (ex.attributions, ex.convergence_delta) if return_convergence_delta else ex.attributions
+
+
+@dataclass
+class ChunkPlan:
+    """Runs of one explanation: ``images`` x ``steps`` rows each; chunks are (i, j, s, e) index ranges."""
+
+    images: int
+    steps: int
+    chunks: list[tuple[int, int, int, int]]
+
+    @property
+    def rows(self) -> int:
+        return self.images * self.steps
 
 
 def _progress(total: int, enabled: bool, desc: str):

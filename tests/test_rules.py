@@ -290,11 +290,9 @@ def test_softmax(op, shape, axis):
 
 # -- pooling -------------------------------------------------------------------------------------
 # ONNX shape inference before opset 22 keeps a ceil_mode window that starts in the end pad (5x5, k2, s2,
-# pads 1: it says 4x4) while onnxruntime, onnx.reference and torch drop it (3x3). The normalised model
-# then declares the cotangent 4x4 (vjp_model) and the AveragePool rule's in-graph AveragePool(ones)
-# is inferred 4x4 against its 3x3 divisor constant, so onnxruntime refuses the backward graph.
-CEIL_EDGE_XFAIL = pytest.mark.xfail(
-    strict=True, reason="opset<22 ONNX shape inference disagrees with onnxruntime on the ceil_mode output size")
+# pads 1: it says 4x4) while onnxruntime, onnx.reference and torch drop it (3x3). The loader gives such a
+# pool the end pad that ends at its last real window (same windows, maxima and divisors), so ONNX's
+# inference, onnxruntime and the rules all say 3x3.
 
 
 def case_ids(cases):
@@ -312,9 +310,7 @@ MAXPOOL_CASES = [
     ("3x3_dil2_s2_pad", (1, 2, 9, 9), dict(kernel_shape=[3, 3], strides=[2, 2], dilations=[2, 2], pads=[2, 2, 2, 2])),
     ("asym_pads", (1, 2, 6, 7), dict(kernel_shape=[3, 2], strides=[2, 2], pads=[0, 1, 1, 0])),
     ("same_upper", (1, 2, 7, 7), dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")),
-    pytest.param(("2x2_s2_pad1_ceil_edge", (1, 2, 5, 5), dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1],
-                                                              ceil_mode=1)),
-                 marks=CEIL_EDGE_XFAIL, id="2x2_s2_pad1_ceil_edge"),
+    ("2x2_s2_pad1_ceil_edge", (1, 2, 5, 5), dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1)),
 ]
 
 
@@ -338,13 +334,10 @@ AVGPOOL_CASES = [
     ("3x3_s1_pad1", (2, 3, 5, 5), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
     ("same_upper", (1, 2, 7, 6), dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")),
     # ceil_mode where the last window would start inside the end pad: it is dropped
-    pytest.param(("2x2_s2_pad1_ceil_edge_cip0", (1, 2, 5, 5), dict(kernel_shape=[2, 2], strides=[2, 2],
-                                                                   pads=[1, 1, 1, 1], ceil_mode=1)),
-                 marks=CEIL_EDGE_XFAIL, id="2x2_s2_pad1_ceil_edge_cip0"),
-    pytest.param(("2x2_s2_pad1_ceil_edge_cip1", (1, 2, 5, 5), dict(kernel_shape=[2, 2], strides=[2, 2],
-                                                                   pads=[1, 1, 1, 1], ceil_mode=1,
-                                                                   count_include_pad=1)),
-                 marks=CEIL_EDGE_XFAIL, id="2x2_s2_pad1_ceil_edge_cip1"),
+    ("2x2_s2_pad1_ceil_edge_cip0", (1, 2, 5, 5), dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1],
+                                                      ceil_mode=1)),
+    ("2x2_s2_pad1_ceil_edge_cip1", (1, 2, 5, 5), dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1],
+                                                      ceil_mode=1, count_include_pad=1)),
 ]
 
 
