@@ -13,17 +13,7 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-
-class GuidedReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g.clamp(min=0) * (x > 0).to(g.dtype)
+from torch_nets import GuidedReLU, route_positive
 
 
 class GuidedClip(torch.autograd.Function):
@@ -58,10 +48,7 @@ class GuidedMaxPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (idx,) = ctx.saved_tensors
-        n, c, h, w = ctx.in_shape
-        out = torch.zeros(n, c, h * w, dtype=g.dtype)
-        out.scatter_add_(2, idx.reshape(n, c, -1), g.clamp(min=0).reshape(n, c, -1))
-        return out.reshape(ctx.in_shape), None, None, None
+        return route_positive(idx, g, ctx.in_shape), None, None, None
 
 
 def _attrs(node: onnx.NodeProto) -> dict:

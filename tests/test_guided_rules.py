@@ -19,6 +19,7 @@ from onnx import helper as h
 
 from onnx_gig.autodiff import get_rule_set
 
+from torch_nets import GuidedReLU, GuidedReLU6, route_positive
 from oracles import (X, assert_close, distinct, f32, forward, make_model, maxpool_argmax, maxpool_scatter, single_op,
                      vjp)
 
@@ -164,30 +165,6 @@ def test_authors_maxpool(case):
 
 
 # -- a small chain against torch autograd with custom guided Functions -------------------------------
-class GuidedReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * (x > 0) * (g > 0)
-
-
-class GuidedReLU6(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.clamp(0, 6)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * ((x > 0) & (x < 6)) * (g > 0)
-
-
 class GuidedMaxPool(torch.autograd.Function):
     """Exact guided max-pool: relu(g) scattered (with addition) to each window's arg-max."""
 
@@ -201,10 +178,7 @@ class GuidedMaxPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (idx,) = ctx.saved_tensors
-        n, c, hh, ww = ctx.in_shape
-        out = torch.zeros(n, c, hh * ww, dtype=g.dtype)
-        out.scatter_add_(2, idx.reshape(n, c, -1), g.clamp(min=0).reshape(n, c, -1))
-        return out.reshape(ctx.in_shape), None, None, None, None
+        return route_positive(idx, g, ctx.in_shape), None, None, None, None
 
 
 class AuthorsMaxPool(torch.autograd.Function):

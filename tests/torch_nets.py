@@ -12,6 +12,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def route_positive(idx, g, in_shape):
+    """relu(g) scattered, adding where windows overlap, to the arg-max positions ``idx`` of a 2-D max-pool."""
+    n, c, h, w = in_shape
+    out = torch.zeros(n, c, h * w, dtype=g.dtype)
+    out.scatter_add_(2, idx.reshape(n, c, -1), g.clamp(min=0).reshape(n, c, -1))
+    return out.reshape(in_shape)
+
+
 class GuidedReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
