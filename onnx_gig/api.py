@@ -17,7 +17,8 @@ import numpy as np
 import onnx
 
 from .autodiff import get_rule_set, unsupported_ops
-from .errors import GigError, InputError, ModelError, UnsupportedOpError
+from .autodiff.builder import unsupported_error
+from .errors import GigError, InputError, ModelError
 from .fileio import atomic_path, check_output
 from .heatmap import render_figure, save_png, saliency_map
 from .imageio import METADATA_KEY, Preprocess, load_input, make_baseline
@@ -148,13 +149,9 @@ def _check_supported(fg, rules) -> None:
     tensors = g.tensors()
     missing = unsupported_ops(list(g.nodes), tensors[fg.input_name], [tensors[fg.score_name]], rules)
     if missing:
-        n = missing[0]
-        others = sorted({m.op for m in missing} - {n.op})
-        also = f" (also unsupported here: {', '.join(others)})" if others else ""
-        raise UnsupportedOpError(
-            f"unsupported op '{n.op}' in node '{n.name or n.op}' between input '{fg.input_name}' and output "
-            f"'{fg.score_name}' for method '{rules.name}'{also}; supported ops: {', '.join(rules.ops())}. "
-            f"Explain an earlier output with --output-name, or add a rule (README, 'Adding an op')")
+        raise unsupported_error(missing, rules, where=f" between input '{fg.input_name}' and output '{fg.score_name}'",
+                                hint=". Explain an earlier output with --output-name, or add a rule "
+                                     "(README, 'Adding an op')")
 
 
 def save_model(model: onnx.ModelProto, path: Path, protect: Sequence[str | os.PathLike] = ()) -> None:

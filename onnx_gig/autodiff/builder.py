@@ -51,6 +51,15 @@ def unsupported_ops(nodes: Sequence[gs.Node], wrt: gs.Tensor, targets: Sequence[
             and any(o.name in on_path for o in n.outputs)]
 
 
+def unsupported_error(missing: Sequence[gs.Node], rules: RuleSet, where: str = "", hint: str = "") -> UnsupportedOpError:
+    """One line naming the first op without a rule, its node, the others missing and the supported list."""
+    n = missing[0]
+    others = sorted({m.op for m in missing} - {n.op})
+    also = f" (also unsupported here: {', '.join(others)})" if others else ""
+    return UnsupportedOpError(f"unsupported op '{n.op}' in node '{n.name or n.op}'{where} for method '{rules.name}'"
+                              f"{also}; supported ops: {', '.join(rules.ops())}{hint}")
+
+
 def build_gradient(nodes: Sequence[gs.Node], seeds: Mapping[str, tuple[gs.Tensor, gs.Tensor]], wrt: gs.Tensor,
                    rules: RuleSet, emitter: Emitter) -> gs.Tensor:
     """Emit the gradient of sum(seed * target) over ``seeds`` with respect to ``wrt``.
@@ -62,12 +71,7 @@ def build_gradient(nodes: Sequence[gs.Node], seeds: Mapping[str, tuple[gs.Tensor
     path, on_path = path_nodes(nodes, wrt, targets)
     missing = unsupported_ops(nodes, wrt, targets, rules)
     if missing:
-        n = missing[0]
-        others = sorted({m.op for m in missing} - {n.op})
-        also = f" (also unsupported here: {', '.join(others)})" if others else ""
-        raise UnsupportedOpError(
-            f"unsupported op '{n.op}' in node '{n.name}' for method '{rules.name}'{also}; "
-            f"supported ops: {', '.join(rules.ops())}")
+        raise unsupported_error(missing, rules)
     grads: dict[str, list[gs.Tensor]] = {}
     for target, cot in seeds.values():
         grads.setdefault(target.name, []).append(cot)
