@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from torch_nets import GuidedReLU, route_positive
+from torch_nets import GuidedReLU, ScatterGuidedMaxPool
 
 
 class GuidedClip(torch.autograd.Function):
@@ -33,22 +33,6 @@ class GuidedClip(torch.autograd.Function):
         if hi is not None:
             m &= x < hi
         return g.clamp(min=0) * m.to(g.dtype), None, None
-
-
-class GuidedMaxPool(torch.autograd.Function):
-    """2-D max-pool of an already padded input; backward scatters relu(g) to each window's arg-max."""
-
-    @staticmethod
-    def forward(ctx, x, kernel, strides, ceil):
-        y, idx = F.max_pool2d(x, kernel, strides, 0, ceil_mode=ceil, return_indices=True)
-        ctx.save_for_backward(idx)
-        ctx.in_shape = x.shape
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (idx,) = ctx.saved_tensors
-        return route_positive(idx, g, ctx.in_shape), None, None, None
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -127,7 +111,7 @@ class TorchNet:
             xp = F.pad(x, _torch_pads(a.get("pads", [0, 0, 0, 0])), value=-np.inf)
             if a.get("ceil_mode", 0):
                 raise NotImplementedError("ceil_mode")
-            return [GuidedMaxPool.apply(xp, k, s, False) if self.guided else F.max_pool2d(xp, k, s)]
+            return [ScatterGuidedMaxPool.apply(xp, k, s, 0, False) if self.guided else F.max_pool2d(xp, k, s)]
         if op == "AveragePool":
             k, s = a["kernel_shape"], a.get("strides", [1, 1])
             pads = _torch_pads(a.get("pads", [0, 0, 0, 0]))

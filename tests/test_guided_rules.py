@@ -19,7 +19,7 @@ from onnx import helper as h
 
 from onnx_gig.autodiff import get_rule_set
 
-from torch_nets import GuidedReLU, GuidedReLU6, route_positive
+from torch_nets import GuidedReLU, GuidedReLU6, ScatterGuidedMaxPool
 from oracles import (X, assert_close, distinct, f32, forward, make_model, maxpool_argmax, maxpool_scatter, single_op,
                      vjp)
 
@@ -165,22 +165,6 @@ def test_authors_maxpool(case):
 
 
 # -- a small chain against torch autograd with custom guided Functions -------------------------------
-class GuidedMaxPool(torch.autograd.Function):
-    """Exact guided max-pool: relu(g) scattered (with addition) to each window's arg-max."""
-
-    @staticmethod
-    def forward(ctx, x, k, s, p, ceil):
-        y, idx = F.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True)
-        ctx.save_for_backward(idx)
-        ctx.in_shape = x.shape
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (idx,) = ctx.saved_tensors
-        return route_positive(idx, g, ctx.in_shape), None, None, None, None
-
-
 class AuthorsMaxPool(torch.autograd.Function):
     """The authors' variant: ordinary max-pool gradient times nearest-upsampled [g > 0]."""
 
@@ -226,7 +210,7 @@ def torch_chain_grad(x, g, weights, k, s, p, ceil, method):
         p1 = F.max_pool2d(F.relu(c1), k, s, p, ceil_mode=ceil)
         y = F.hardtanh(F.conv2d(p1, w2, b2, padding=1), 0.0, 6.0)
     else:
-        pool = GuidedMaxPool if method == GUIDED else AuthorsMaxPool
+        pool = ScatterGuidedMaxPool if method == GUIDED else AuthorsMaxPool
         p1 = pool.apply(GuidedReLU.apply(c1), k, s, p, ceil)
         y = GuidedReLU6.apply(F.conv2d(p1, w2, b2, padding=1))
     (grad,) = torch.autograd.grad(y, xt, torch.from_numpy(g))

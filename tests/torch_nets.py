@@ -20,6 +20,22 @@ def route_positive(idx, g, in_shape):
     return out.reshape(in_shape)
 
 
+class ScatterGuidedMaxPool(torch.autograd.Function):
+    """Exact guided 2-D max-pool (x, k, s, p, ceil): backward scatters relu(g) to each window's arg-max."""
+
+    @staticmethod
+    def forward(ctx, x, k, s, p, ceil):
+        y, idx = F.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True)
+        ctx.save_for_backward(idx)
+        ctx.in_shape = x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (idx,) = ctx.saved_tensors
+        return route_positive(idx, g, ctx.in_shape), None, None, None, None
+
+
 class GuidedReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):

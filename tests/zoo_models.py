@@ -132,25 +132,9 @@ def guided_unit(fn):
 
 def guided_maxpool(x, k, s, p):
     """Exact guided max-pool: relu(g) to each window's arg-max (adding where windows overlap)."""
-    torch, _, F = _torch()
+    from torch_nets import ScatterGuidedMaxPool  # torch only when a guided reference is built
 
-    class GuidedMaxPool(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
-            ctx.save_for_backward(idx)
-            ctx.in_shape = x.shape
-            return y
-
-        @staticmethod
-        def backward(ctx, g):
-            (idx,) = ctx.saved_tensors
-            n, c, hh, ww = ctx.in_shape
-            out = torch.zeros(n, c, hh * ww, dtype=g.dtype)
-            out.scatter_add_(2, idx.reshape(n, c, -1), g.clamp(min=0).reshape(n, c, -1))
-            return out.reshape(ctx.in_shape)
-
-    return GuidedMaxPool.apply(x)
+    return ScatterGuidedMaxPool.apply(x, k, s, p, False)
 
 
 def make_export_net(seed: int = 0, channels_last: bool = False):
