@@ -8,7 +8,7 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-ORDER = ("demo", "convert", "explain", "inspect", "export", "eval", "sanity", "triton", "serve")
+ORDER = ("demo", "convert", "explain", "inspect", "export", "eval", "sanity", "triton", "serve", "view")
 
 
 def discover() -> list[ModuleType]:

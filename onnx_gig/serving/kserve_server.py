@@ -8,7 +8,9 @@ One ``kserve.Model`` per converted model, wrapping :class:`~onnx_gig.serving.ser
 - ``POST /v1/models/NAME:predict``: the top classes;
 - ``GET /v2/models/NAME``: v2 metadata; ``GET /v2/models/NAME/config``: Triton's model configuration in
   JSON (with the preprocessing and labels as parameters), so one client serves both servers;
-- health, readiness and Prometheus metrics as KServe provides them.
+- health, readiness and Prometheus metrics as KServe provides them;
+- ``GET /`` in a browser: the viewer page (web.py), which explains uploaded photos through
+  ``POST /view/api/models/NAME/explain``.
 
 The same code runs in a KServe InferenceService (docs/serving.md has the manifest). Inference runs in a
 worker thread, so health checks answer while a request computes.
@@ -25,6 +27,8 @@ import numpy as np
 
 from ..errors import GigError, InputError
 from .service import GigService
+from .viewer import MAX_UPLOAD, Viewer
+from .web import add_viewer_routes
 
 _argv, sys.argv = sys.argv, sys.argv[:1]  # kserve.model_server parses sys.argv when imported
 try:
@@ -128,9 +132,10 @@ def build_models(paths: Sequence[str | os.PathLike], names: Optional[Sequence[st
 
 
 def serve(models: list[GigKServeModel], host: str = "127.0.0.1", port: int = 8080,
-          grpc_port: Optional[int] = None) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM)."""
+          grpc_port: Optional[int] = None, max_upload: int = MAX_UPLOAD) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM), with the browser viewer at ``/``."""
     _add_config_route({m.name: m for m in models})
+    add_viewer_routes(_model_server.app, Viewer([m.service for m in models], max_upload))
     server = _ModelServer(host, http_port=port, grpc_port=grpc_port or 8081, enable_grpc=grpc_port is not None,
                           workers=1, enable_docs_url=False)
     server.start(models)

@@ -321,6 +321,12 @@ class GigService:
             data = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise InputError(f"instance {i}: b64 is not valid base64") from None
+        return self.photo_input(data, f"instance {i}")
+
+    def photo_input(self, data: bytes, what: str = "the photo") -> tuple[np.ndarray, Any]:
+        """An encoded photo's bytes as a model input (no batch dim) and the photo the model saw.
+
+        A bad photo is an InputError prefixed with ``what`` (when given)."""
         # through a file, so the photo is read and prepared by exactly the code 'onnx-gig explain' runs
         fd, tmp = tempfile.mkstemp(suffix=".img")
         try:
@@ -329,7 +335,8 @@ class GigService:
             try:
                 x, photo = load_input(tmp, self.preprocess, self.gm.input_shape)
             except InputError as exc:
-                raise InputError(f"instance {i}: {str(exc).replace(tmp, 'the photo')}") from None
+                message = str(exc).replace(tmp + ": ", "").replace(tmp, "the photo")
+                raise InputError(f"{what}: {message}" if what else message) from None
         finally:
             os.unlink(tmp)
         return x, photo
