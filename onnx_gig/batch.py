@@ -146,7 +146,7 @@ class ImageResult:
         return r
 
 
-def _one_line(exc: BaseException, path: str) -> str:
+def error_line(exc: BaseException, path: str) -> str:
     """An error as one line without the path prefix that load_image puts in front."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     for prefix in (f"{path}: ", f"{Path(path)}: "):
@@ -182,7 +182,7 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
                 x, r.photo = load_input(r.path, pp, gm.input_shape)
                 b = make_baseline(options.baseline, x, r.photo, pp)
         except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
-            r.error = _one_line(exc, r.path)
+            r.error = error_line(exc, r.path)
             continue
         xs.append(x)
         bs.append(b)
