@@ -20,7 +20,7 @@ from .autodiff import get_rule_set, unsupported_ops
 from .autodiff.builder import unsupported_error
 from .errors import GigError, InputError, ModelError
 from .fileio import atomic_path, check_output
-from .heatmap import render_figure, save_png, saliency_map
+from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options, render_figure, save_png, saliency_map
 from .imageio import METADATA_KEY, Preprocess, load_input, make_baseline
 from .integrate import META_PREFIX, build_ig_model
 from .loader import check_external_data, load_model, normalise, read_model_proto
@@ -195,16 +195,19 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
             steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE, baseline: str = "zeros",
             out: str | os.PathLike | None = None, save_npy: str | os.PathLike | None = None,
             device: str = "auto", max_memory: int | str | None = None, threads: Optional[int] = None,
-            progress: bool = False, cmap: str = "inferno", top: int = 5, draw: bool = True,
-            overwrite: bool = True) -> ExplainResult:
+            progress: bool = False, cmap: Optional[str] = None, top: int = 5, draw: bool = True,
+            overwrite: bool = True, clip_percentile: float = DEFAULT_CLIP, sign: str = "absolute",
+            alpha: float = DEFAULT_ALPHA) -> ExplainResult:
     """Explain one image (PNG/JPEG/.npy) with a converted model; write the figure (default <image>_gig.png).
 
     Cheap checks (options, output paths, the image) run before the onnxruntime session is made. An existing
     output is replaced only when ``overwrite`` (the CLI passes ``--force``); nothing is written when the
-    attributions are not finite.
+    attributions are not finite. ``clip_percentile``, ``sign``, ``alpha`` and ``cmap`` shape the drawn map
+    (``heatmap.saliency_map``/``render_figure``); the attributions and the .npy are never clipped.
     """
     t0 = time.perf_counter()
     check_steps(steps, rule)
+    check_map_options(clip_percentile, sign, alpha, cmap)
     if target is not None:
         check_target(target)
     budget = parse_memory(max_memory)
@@ -259,7 +262,7 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     order = np.argsort(-probs)[:top]
     t = int(ex.target[0])
     result = ExplainResult(
-        attributions=attr, saliency=saliency_map(attr, pp.layout), target=t, target_label=label_of(labels, t),
+        attributions=attr, saliency=saliency_map(attr, pp.layout, clip_percentile, sign), target=t, target_label=label_of(labels, t),
         top=[(int(k), label_of(labels, int(k)), float(probs[k])) for k in order],
         convergence_delta=float(ex.convergence_delta[0]), provider=gm.provider, method=gm.method,
         seconds=time.perf_counter() - t0)
@@ -270,9 +273,16 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
                 np.save(f, attr.astype(np.float32))
     if figure is not None:
         result.figure = figure
-        title = f"{result.target_label} ({probs[t]:.1%})  |  {gm.method}, {steps} steps {rule}, baseline {baseline}"
-        save_png(render_figure(photo, result.saliency, title, cmap), figure, protect=protect)
+        title = figure_title(result.target_label, float(probs[t]), gm.method, steps, rule, baseline, clip_percentile)
+        save_png(render_figure(photo, result.saliency, title, cmap, sign, alpha), figure, protect=protect)
     return result
+
+
+def figure_title(label: str, prob: float, method: str, steps: int, rule: str, baseline: str,
+                 clip_percentile: float = DEFAULT_CLIP) -> str:
+    """The figure's one-line caption: class, probability, how it was explained, how the map is scaled."""
+    clip = "" if clip_percentile >= 100 else f", map clipped at p{clip_percentile:g}"
+    return f"{label} ({prob:.1%})  |  {method}, {steps} steps {rule}, baseline {baseline}{clip}"
 
 
 def check_steps(steps: object, rule: str = DEFAULT_RULE) -> None:

@@ -16,6 +16,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from .batch import IMAGE_SUFFIXES, collect_inputs  # noqa: F401 - IMAGE_SUFFIXES re-exported
 from .errors import InputError, ModelError
 from .heatmap import save_png
 from .imageio import Preprocess, load_input, make_baseline
@@ -25,22 +26,30 @@ from .plots import Series, hstack, line_chart
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
-
-
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders expand to the images directly inside them, sorted by name."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise InputError(f"{p}: no such file or folder")
+    """Files, folders (searched recursively) and globs as ``batch.collect_inputs``; any unmatched one is an error."""
+    out, missing = collect_inputs(list(paths))
+    if missing:
+        raise InputError(f"{missing[0][0]}: {missing[0][1]}")
     if not out:
         raise InputError("no images to evaluate")
     return out
+
+
+def load_good(paths: Sequence[Path], pp: Preprocess, input_shape: Sequence) -> tuple[np.ndarray, list[Path], list[tuple[str, str]]]:
+    """The readable images as one batch, their paths, and (path, one-line reason) for each unreadable one."""
+    from .batch import error_line
+
+    xs, good, failed = [], [], []
+    for p in paths:
+        try:
+            xs.append(load_input(p, pp, input_shape)[0])
+            good.append(p)
+        except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
+            failed.append((str(p), error_line(exc, str(p))))
+    if not good:
+        raise InputError("no readable images: " + "; ".join(f"{p}: {why}" for p, why in failed))
+    return np.stack(xs), good, failed
 
 
 @dataclass
@@ -58,6 +67,7 @@ class EvalResult:
     settings: dict
     seconds: dict[str, float] = field(default_factory=dict)  # method -> attribution time
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # method -> [n_images, H, W]
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason) for inputs left out
 
     def areas(self, kind: str) -> dict[str, np.ndarray]:
         """method -> [n_images] trapezoid areas of the ``kind`` ('deletion' or 'insertion') curves."""
@@ -181,7 +191,9 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     from .api import guess_preprocess, label_of, softmax
 
     names = parse_methods(methods)
-    paths = collect_images(images)
+    paths, failed = collect_inputs(list(images))
+    if not paths:
+        raise InputError("no images to evaluate" + "".join(f"; {n}: {why}" for n, why in failed))
     src = Path(model)
     if not src.is_file():
         raise InputError(f"model file not found: {src}")
@@ -200,7 +212,8 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
         first = next(iter(graphs.values()))
         pp = Preprocess.from_json(first.preprocess_json) if first.preprocess_json else guess_preprocess(first.input_shape)
         forward = OnnxForward(first.path, device=device, threads=threads)
-        x = load_batch(paths, pp, first.input_shape)
+        x, paths, unreadable = load_good(paths, pp, first.input_shape)
+        failed = unreadable + failed
         h, w = image_hw(x[0], pp.layout)
         scores = np.concatenate([forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
         targets = scores.argmax(1)
@@ -247,7 +260,7 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
                             target_labels=[label_of(labels, int(t)) for t in targets],
                             clean_prob=probs[np.arange(len(targets)), targets], x=xs,
                             curves={k: {m: np.stack(v) for m, v in per.items()} for k, per in curves.items()},
-                            settings=settings, seconds=seconds, maps=maps)
+                            settings=settings, seconds=seconds, maps=maps, failed=failed)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -256,4 +269,4 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     return result
 
 
-__all__ = ["EvalResult", "collect_images", "evaluate", "load_batch"]
+__all__ = ["EvalResult", "collect_images", "evaluate", "load_batch", "load_good"]

@@ -35,15 +35,43 @@ _CONTROL_POINTS: dict[str, tuple[tuple[int, int, int], ...]] = {
         (127, 211, 78), (147, 215, 65), (168, 219, 52), (192, 223, 37), (213, 226, 26), (234, 229, 26),
         (253, 231, 37),
     ),
+    # diverging, for signed maps (--sign all): matplotlib's RdBu_r (ColorBrewer), blue < 0 < red, white at 0
+    "rdbu": (
+        (5, 48, 97), (14, 65, 121), (23, 82, 144), (31, 99, 168), (42, 113, 178), (52, 128, 185), (63, 142, 192),
+        (82, 157, 200), (107, 172, 209), (132, 188, 217), (155, 201, 224), (174, 211, 230), (194, 221, 236),
+        (212, 230, 241), (224, 236, 243), (236, 242, 245), (247, 246, 246), (249, 238, 231), (251, 229, 216),
+        (253, 220, 201), (251, 204, 180), (248, 187, 158), (245, 170, 137), (238, 150, 119), (228, 128, 102),
+        (219, 107, 85), (208, 85, 72), (197, 62, 61), (186, 40, 50), (171, 22, 42), (147, 14, 38), (124, 7, 34),
+        (103, 0, 31),
+    ),
 }
 CMAPS = tuple(_CONTROL_POINTS)
+SIGNS = ("absolute", "positive", "negative", "all")
+# The figure clips the map at this percentile of the shown values: PAIR saliency's convention (Captum's
+# visualize_image_attr clips the top 2 % of the attribution mass). A few pixels carry most of the raw
+# range (on the demo cat the max is 12x the 99th percentile), so |sum|/max leaves the rest near black.
+DEFAULT_CLIP = 99.0
+DEFAULT_ALPHA = 0.6  # overlay opacity where the map is 1; it falls linearly to 0 where the map is 0
+
+
+def default_cmap(sign: str = "absolute") -> str:
+    """inferno for magnitudes, the diverging rdbu for signed maps."""
+    return "rdbu" if sign == "all" else "inferno"
 
 
 # --------------------------------------------------------------------------- maps
 
 
-def saliency_map(attr: np.ndarray, layout: str = "NCHW") -> np.ndarray:
-    """The authors' map: |sum of attribution over channels| / its max, [H, W] float32 in [0, 1]."""
+def saliency_map(attr: np.ndarray, layout: str = "NCHW", clip_percentile: float = DEFAULT_CLIP,
+                 sign: str = "absolute") -> np.ndarray:
+    """The map to draw, [H, W] float32: the channel sum's ``sign`` part scaled by its ``clip_percentile``.
+
+    ``absolute`` |sum|, ``positive`` max(sum, 0), ``negative`` max(-sum, 0): divided by the value at
+    ``clip_percentile`` of the pixels and clipped to [0, 1], so at most (100 - P) % of the pixels reach 1.
+    ``all``: the signed sum over the percentile of |sum|, clipped to [-1, 1]. ``clip_percentile=100`` is
+    the authors' map (|sum| / max). The attributions themselves are never changed.
+    """
+    check_map_options(clip_percentile, sign)
     a = np.asarray(attr, dtype=np.float64)
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
@@ -53,13 +81,43 @@ def saliency_map(attr: np.ndarray, layout: str = "NCHW") -> np.ndarray:
         raise GigError(f"attribution must be [C,H,W], [H,W,C] or [H,W] (batch 1 optional), got shape {list(a.shape)}")
     if not np.isfinite(a).all():
         raise GigError("attribution contains NaN or infinite values; cannot draw a saliency map")
-    return normalize_map(np.abs(a))
+    if sign == "all":
+        scale = clip_scale(np.abs(a), clip_percentile)
+        if scale <= 0.0:
+            return np.zeros(a.shape, dtype=np.float32)
+        return np.clip(a / scale, -1.0, 1.0).astype(np.float32)
+    shown = {"absolute": np.abs(a), "positive": np.maximum(a, 0.0), "negative": np.maximum(-a, 0.0)}[sign]
+    return normalize_map(shown, clip_percentile)
 
 
-def normalize_map(m: np.ndarray) -> np.ndarray:
-    """Scale a non-negative map by its max into [0, 1]; an all-zero map stays all zero."""
+def clip_scale(m: np.ndarray, clip_percentile: float = 100.0) -> float:
+    """The value a non-negative map is divided by: its ``clip_percentile`` (the max when that is 0)."""
     m = np.asarray(m, dtype=np.float64)
     top = float(m.max(initial=0.0))
+    if clip_percentile >= 100.0 or top <= 0.0:
+        return top
+    p = float(np.percentile(m, clip_percentile))
+    return p if p > 0.0 else top  # a map that is 0 on more than P % of its pixels: scale by its max
+
+
+def check_map_options(clip_percentile: float, sign: str, alpha: float = DEFAULT_ALPHA,
+                      cmap: str | None = None) -> None:
+    """Refuse a percentile outside (0, 100], an unknown sign or colour map, an opacity outside [0, 1]: one line each."""
+    if isinstance(clip_percentile, bool) or not isinstance(clip_percentile, (int, float, np.number)) \
+            or not 0.0 < float(clip_percentile) <= 100.0:
+        raise InputError(f"--clip-percentile must be a number in (0, 100] (100 = no clipping), got {clip_percentile!r}")
+    if sign not in SIGNS:
+        raise InputError(f"unknown --sign {sign!r}; choose one of: {', '.join(SIGNS)}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not 0.0 <= float(alpha) <= 1.0:
+        raise InputError(f"--alpha must be a number in [0, 1], got {alpha!r}")
+    if cmap is not None:
+        colormap_lut(cmap)
+
+
+def normalize_map(m: np.ndarray, clip_percentile: float = 100.0) -> np.ndarray:
+    """Scale a non-negative map by its max (or its ``clip_percentile``) into [0, 1]; all-zero stays zero."""
+    m = np.asarray(m, dtype=np.float64)
+    top = clip_scale(m, clip_percentile)
     if top <= 0.0:
         return np.zeros(m.shape, dtype=np.float32)
     return np.clip(m / top, 0.0, 1.0).astype(np.float32)
@@ -81,35 +139,40 @@ def colormap_lut(cmap: str = "inferno") -> np.ndarray:
     return lut
 
 
-def _map_colors(m: np.ndarray, cmap: str) -> np.ndarray:
-    """Look up HxWx3 uint8 colours for map values in [0, 1] (out-of-range clipped, NaN as 0)."""
-    idx = np.rint(np.clip(np.nan_to_num(np.asarray(m, dtype=np.float64)), 0.0, 1.0) * 255).astype(np.intp)
+def _map_colors(m: np.ndarray, cmap: str, signed: bool = False) -> np.ndarray:
+    """Look up HxWx3 uint8 colours for map values in [0, 1] ([-1, 1] when ``signed``; out-of-range clipped, NaN as 0)."""
+    v = np.nan_to_num(np.asarray(m, dtype=np.float64))
+    if signed:
+        v = (np.clip(v, -1.0, 1.0) + 1.0) / 2.0
+    idx = np.rint(np.clip(v, 0.0, 1.0) * 255).astype(np.intp)
     return colormap_lut(cmap)[idx]
 
 
-def colorize(m: np.ndarray, cmap: str = "inferno") -> Image.Image:
-    """Paint a [H, W] map with values in [0, 1] as an RGB image using a perceptual colour map."""
+def colorize(m: np.ndarray, cmap: str = "inferno", signed: bool = False) -> Image.Image:
+    """Paint a [H, W] map with values in [0, 1] ([-1, 1] when ``signed``) as an RGB image."""
     m = np.asarray(m)
     if m.ndim != 2:
         raise GigError(f"a map to colour must be 2-D, got shape {list(m.shape)}")
-    return Image.fromarray(_map_colors(m, cmap))
+    return Image.fromarray(_map_colors(m, cmap, signed))
 
 
-def resize_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a [H, W] map to PIL ``size`` (W, H) bilinearly in value space, clipped to [0, 1]."""
-    m = np.clip(np.nan_to_num(np.asarray(m, dtype=np.float32)), 0.0, 1.0)
+def resize_map(m: np.ndarray, size: tuple[int, int], signed: bool = False) -> np.ndarray:
+    """Resize a [H, W] map to PIL ``size`` (W, H) bilinearly in value space, clipped to [0, 1] ([-1, 1] if signed)."""
+    lo = -1.0 if signed else 0.0
+    m = np.clip(np.nan_to_num(np.asarray(m, dtype=np.float32)), lo, 1.0)
     if (m.shape[1], m.shape[0]) == tuple(size):
         return m
     out = Image.fromarray(m).resize(tuple(size), Image.Resampling.BILINEAR)
-    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+    return np.clip(np.asarray(out, dtype=np.float32), lo, 1.0)
 
 
-def overlay(photo: Image.Image, m: np.ndarray, cmap: str = "inferno", alpha: float = 0.6) -> Image.Image:
-    """Blend the colour map onto the photo with per-pixel opacity alpha*m, so cold regions show the photo."""
+def overlay(photo: Image.Image, m: np.ndarray, cmap: str = "inferno", alpha: float = DEFAULT_ALPHA,
+            signed: bool = False) -> Image.Image:
+    """Blend the colour map onto the photo with per-pixel opacity alpha*|m|, so where the map is low the photo shows."""
     base = np.asarray(photo.convert("RGB"), dtype=np.float64)
-    v = resize_map(m, photo.size).astype(np.float64)
-    a = (float(np.clip(alpha, 0.0, 1.0)) * v)[..., None]
-    out = base * (1.0 - a) + _map_colors(v, cmap).astype(np.float64) * a
+    v = resize_map(m, photo.size, signed).astype(np.float64)
+    a = (float(np.clip(alpha, 0.0, 1.0)) * np.abs(v))[..., None]
+    out = base * (1.0 - a) + _map_colors(v, cmap, signed).astype(np.float64) * a
     return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
 
 
@@ -150,32 +213,42 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     return text.rstrip() + "..."
 
 
-def colorbar(width: int, height: int = BAR_HEIGHT, cmap: str = "inferno") -> Image.Image:
-    """A horizontal 0 -> 1 colour bar of the given size."""
-    ramp = np.linspace(0.0, 1.0, max(1, width), dtype=np.float64)[None, :].repeat(max(1, height), axis=0)
-    return colorize(ramp, cmap)
+def colorbar(width: int, height: int = BAR_HEIGHT, cmap: str = "inferno", signed: bool = False) -> Image.Image:
+    """A horizontal 0 -> 1 colour bar (-1 -> 1 when ``signed``) of the given size."""
+    ramp = np.linspace(-1.0 if signed else 0.0, 1.0, max(1, width), dtype=np.float64)[None, :].repeat(max(1, height), axis=0)
+    return colorize(ramp, cmap, signed)
 
 
-def render_figure(photo: Image.Image | None, m: np.ndarray, title: str = "", cmap: str = "inferno") -> Image.Image:
-    """Side-by-side panels (photo, map with a 0-1 colour bar, overlay) under a one-line caption.
+MAP_LABELS = {"absolute": "saliency", "positive": "positive attribution", "negative": "negative attribution",
+              "all": "attribution (blue < 0 < red)"}
 
-    Without a photo the second panel shows the map over white, so low saliency fades out as in the overlay.
+
+def render_figure(photo: Image.Image | None, m: np.ndarray, title: str = "", cmap: str | None = None,
+                  sign: str = "absolute", alpha: float = DEFAULT_ALPHA) -> Image.Image:
+    """Side-by-side panels (photo, map with its colour bar, overlay) under a one-line caption.
+
+    ``m`` is a map from :func:`saliency_map` with the same ``sign``: [0, 1], or [-1, 1] for ``all`` (drawn
+    with a diverging map, default rdbu, white at 0). The overlay's opacity is ``alpha`` times |m|, so the
+    photo shows through where the map is low. Without a photo the second panel shows the map over white.
     """
+    check_map_options(100.0, sign, alpha, cmap)
+    cmap = cmap or default_cmap(sign)
+    signed = sign == "all"
     m = np.asarray(m, dtype=np.float32)
     if m.ndim != 2:
         raise GigError(f"a map to draw must be 2-D, got shape {list(m.shape)}")
     base = photo.size if photo is not None else (m.shape[1], m.shape[0])
     pw, ph = panel_size(base)
-    mp = resize_map(m, (pw, ph))
+    mp = resize_map(m, (pw, ph), signed)
+    shown_map = (colorize(mp, cmap, signed), MAP_LABELS[sign])
     panels: list[tuple[Image.Image, str]] = []
     if photo is not None:
         shown = _fit_photo(photo, (pw, ph))
-        panels += [(shown, "input"), (colorize(mp, cmap), "saliency")]
-        panels.append((overlay(shown, mp, cmap), "overlay"))
+        panels += [(shown, "input"), shown_map, (overlay(shown, mp, cmap, alpha, signed), "overlay")]
     else:
         blank = Image.new("RGB", (pw, ph), (255, 255, 255))
-        panels += [(colorize(mp, cmap), "saliency"), (overlay(blank, mp, cmap, alpha=1.0), "on white (no photo)")]
-    return _compose(panels, title, cmap)
+        panels += [shown_map, (overlay(blank, mp, cmap, 1.0, signed), "on white (no photo)")]
+    return _compose(panels, title, cmap, signed, bar_panel=1 if photo is not None else 0)
 
 
 def _fit_photo(photo: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -184,8 +257,9 @@ def _fit_photo(photo: Image.Image, size: tuple[int, int]) -> Image.Image:
     return rgb if rgb.size == size else rgb.resize(size, Image.Resampling.BILINEAR)
 
 
-def _compose(panels: Sequence[tuple[Image.Image, str]], title: str, cmap: str) -> Image.Image:
-    """Lay panels out in a row with caption, colour bar under the 'saliency' panel and labels under the rest."""
+def _compose(panels: Sequence[tuple[Image.Image, str]], title: str, cmap: str, signed: bool = False,
+             bar_panel: int = 1) -> Image.Image:
+    """Lay panels out in a row with caption, the colour bar under panel ``bar_panel`` and labels under all."""
     pw, ph = panels[0][0].size
     title_font, label_font = _font(16), _font(12)
     title_h = _text_height(title_font) + GUTTER if title else 0
@@ -201,22 +275,24 @@ def _compose(panels: Sequence[tuple[Image.Image, str]], title: str, cmap: str) -
     for i, (img, label) in enumerate(panels):
         left = GUTTER + i * (pw + GUTTER)
         fig.paste(img, (left, top))
-        _draw_under(fig, draw, label, label_font, left, top + ph, pw, cmap)
+        _draw_under(fig, draw, label, label_font, left, top + ph, pw, cmap if i == bar_panel else None, signed)
     return fig
 
 
-def _draw_under(
-    fig: Image.Image, draw: ImageDraw.ImageDraw, label: str, font, left: int, y: int, pw: int, cmap: str
-) -> None:
-    """Draw the colour bar with 0/1 ticks (for the map panel) and the panel's label beneath it."""
+def _draw_under(fig: Image.Image, draw: ImageDraw.ImageDraw, label: str, font, left: int, y: int, pw: int,
+                cmap: str | None, signed: bool = False) -> None:
+    """Draw the colour bar with its ticks (when ``cmap`` is given) and the panel's label beneath it."""
     text_y = y + 6 + BAR_HEIGHT + 4
-    if label == "saliency":
-        fig.paste(colorbar(pw, BAR_HEIGHT, cmap), (left, y + 6))
+    ft = _is_ft(font)
+    if cmap is not None:
+        fig.paste(colorbar(pw, BAR_HEIGHT, cmap, signed), (left, y + 6))
         draw.rectangle((left, y + 6, left + pw - 1, y + 6 + BAR_HEIGHT - 1), outline=(200, 200, 200))
-        draw.text((left, text_y), "0", fill=INK, font=font)
-        draw.text((left + pw, text_y), "1", fill=INK, font=font, anchor="ra" if _is_ft(font) else None)
+        draw.text((left, text_y), "-1" if signed else "0", fill=INK, font=font)
+        draw.text((left + pw, text_y), "1", fill=INK, font=font, anchor="ra" if ft else None)
+        if signed:
+            draw.text((left + pw / 2, y + 6), "|", fill=INK, font=font, anchor="ma" if ft else None)
     if label:
-        draw.text((left + pw / 2, text_y), label, fill=INK, font=font, anchor="ma" if _is_ft(font) else None)
+        draw.text((left + pw / 2, text_y), label, fill=INK, font=font, anchor="ma" if ft else None)
 
 
 def _is_ft(font) -> bool:

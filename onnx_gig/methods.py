@@ -117,7 +117,7 @@ def saliency_maps(method: str, model: Optional[GigModel], x: np.ndarray, target:
 def maps_of(attr: np.ndarray, layout: str = "NCHW", signed: bool = False) -> np.ndarray:
     """[N, H, W] maps of a batch of attributions: ``|channel sum| / max``, or (``signed``) ``channel sum / max |.|``."""
     if not signed:
-        return np.stack([saliency_map(a, layout) for a in attr])
+        return np.stack([saliency_map(a, layout, clip_percentile=100.0) for a in attr])  # the authors' map, unclipped
     s = np.asarray(attr, np.float64).sum(axis=1 if layout.upper() == "NCHW" else -1)
     top = np.abs(s).reshape(len(s), -1).max(1).reshape(-1, 1, 1)
     return (s / np.where(top > 0, top, 1.0)).astype(np.float32)

@@ -1,33 +1,113 @@
-"""onnx-gig explain: attribute one image with a converted model and draw the heatmap."""
+"""onnx-gig explain: attribute images with a converted model and draw the heatmaps (one, or a folder's worth)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from ..heatmap import CMAPS, DEFAULT_ALPHA, DEFAULT_CLIP, SIGNS
 from ._common import add_attribution_options, add_run_options, print_explanation
 
 NAME = "explain"
-HELP = "attribute an image with a converted model and draw the heatmap"
-DESCRIPTION = ("Run the attribution model on one image and write a figure (photo | map | overlay); "
-               "print the top-5 classes. Preprocessing and labels come from the model file.")
+HELP = "attribute images with a converted model and draw the heatmaps"
+SOME_FAILED = 3  # exit status when some inputs could not be explained (the others were written)
+DESCRIPTION = (
+    "Run the attribution model on images and write a figure per image (photo | map | overlay). One image: "
+    "the figure (IMAGE_gig.png in the current folder, or --out) and the top-5 classes on stdout. Several "
+    "inputs, folders (searched recursively for images and .npy files), globs, or --out-dir: one session for "
+    "all, images x steps batched under --max-memory, and DIR/<stem>_gig.png per image (names made unique), "
+    "DIR/results.csv and DIR/results.jsonl (one row per input: class, probability, scores, top-5, error), "
+    "with --npy DIR/<stem>.npy. Preprocessing and labels come from the model file. Exit status: 0 all "
+    f"explained; {SOME_FAILED} some inputs could not be read (each named on one line of stderr; the others "
+    "are written); 2 bad options or model, or no input found; 130 interrupted (no partial file is left).")
 
 
 def configure(e: argparse.ArgumentParser) -> None:
     e.add_argument("model", help="a model written by 'onnx-gig convert'")
-    e.add_argument("image", help="PNG/JPEG of any size and mode, or a .npy holding one preprocessed tensor")
+    e.add_argument("inputs", nargs="+", metavar="PATH",
+                   help="PNG/JPEG of any size and mode, a .npy holding one preprocessed tensor, a folder, or a glob")
     add_attribution_options(e)
-    e.add_argument("--out", help="figure to write (default: IMAGE_gig.png in the current folder)")
-    e.add_argument("--save-npy", help="also write the raw attributions (float32, model layout, no batch dim)")
-    e.add_argument("--cmap", default="inferno", choices=["inferno", "viridis"], help="colour map (default inferno)")
-    e.add_argument("-f", "--force", action="store_true", help="overwrite the figure and the .npy if they exist")
+    e.add_argument("--out", help="one image: the figure to write (default: IMAGE_gig.png in the current folder)")
+    e.add_argument("--save-npy", help="one image: also write the raw attributions (float32, model layout, no batch dim)")
+    e.add_argument("--out-dir", metavar="DIR", help="write figures and results.csv/.jsonl here (default with several "
+                                                    "inputs: the current folder)")
+    e.add_argument("--npy", action="store_true", help="with several inputs or --out-dir: also write each image's raw "
+                                                      "attributions as DIR/<stem>.npy")
+    g = e.add_argument_group("the map (the raw attributions and .npy files are never clipped)")
+    g.add_argument("--clip-percentile", type=float, default=DEFAULT_CLIP, metavar="P",
+                   help=f"scale the map by its P-th percentile and clip above it (default {DEFAULT_CLIP:g}, as PAIR "
+                        "saliency; 100 = the authors' |sum|/max)")
+    g.add_argument("--sign", default="absolute", choices=SIGNS,
+                   help="absolute: |channel sum| (default); positive / negative: one sign's part; all: signed, "
+                        "with a diverging colour map")
+    g.add_argument("--alpha", "--opacity", dest="alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
+                   help=f"overlay opacity where the map is 1, falling to 0 where it is 0 (default {DEFAULT_ALPHA:g})")
+    g.add_argument("--cmap", choices=CMAPS, help="colour map (default inferno; rdbu for --sign all)")
+    e.add_argument("-f", "--force", action="store_true", help="overwrite figures, .npy files and tables that exist")
     add_run_options(e)
 
 
+def _many(a: argparse.Namespace) -> bool:
+    """Folder mode: several inputs, a folder or glob, --out-dir or --npy; else the one-image path of old."""
+    one = len(a.inputs) == 1 and not os.path.isdir(a.inputs[0]) and (os.path.exists(a.inputs[0])
+                                                                    or not any(c in a.inputs[0] for c in "*?["))
+    return not one or a.out_dir is not None or a.npy
+
+
 def run(a: argparse.Namespace) -> int:
+    if _many(a):
+        return run_many(a)
     from ..api import explain
 
-    r = explain(a.model, a.image, target=a.target, steps=a.steps, rule=a.rule, baseline=a.baseline, out=a.out,
+    r = explain(a.model, a.inputs[0], target=a.target, steps=a.steps, rule=a.rule, baseline=a.baseline, out=a.out,
                 save_npy=a.save_npy, device=a.device, max_memory=a.max_memory, threads=a.threads,
-                progress=sys.stderr.isatty(), cmap=a.cmap, overwrite=a.force)
-    print_explanation(r, a.image)
+                progress=sys.stderr.isatty(), cmap=a.cmap, overwrite=a.force, clip_percentile=a.clip_percentile,
+                sign=a.sign, alpha=a.alpha)
+    print_explanation(r, a.inputs[0])
     return 0
+
+
+def options_of(a: argparse.Namespace):
+    """The CLI's options as the API's ExplainOptions."""
+    from ..batch import ExplainOptions
+
+    return ExplainOptions(target=a.target, steps=a.steps, rule=a.rule, baseline=a.baseline,
+                          clip_percentile=a.clip_percentile, sign=a.sign, cmap=a.cmap, alpha=a.alpha)
+
+
+def results_of(a: argparse.Namespace, files, options):
+    """The results, in input order. Hook point: a distributed backend (--ray) swaps this iterator."""
+    from ..batch import explain_many
+
+    return explain_many(a.model, files, options, device=a.device, max_memory=a.max_memory, threads=a.threads,
+                        progress=sys.stderr.isatty())
+
+
+def run_many(a: argparse.Namespace) -> int:
+    """Explain every input into DIR, name each failure on one stderr line, exit SOME_FAILED if any failed."""
+    from tqdm import tqdm
+
+    from ..batch import collect_inputs
+    from ..errors import InputError
+    from ..writer import ResultWriter
+
+    if a.out is not None or a.save_npy is not None:
+        raise InputError("--out and --save-npy name one image's outputs; with several inputs use --out-dir DIR "
+                         "(and --npy for the raw attributions)")
+    files, missing = collect_inputs(a.inputs)
+    if not files:
+        raise InputError("no images found: " + "; ".join(f"{n}: {why}" for n, why in missing))
+    options = options_of(a)
+    options.check()
+    out_dir = a.out_dir or "."
+    protect = [a.model] + ([a.baseline] if os.path.isfile(a.baseline) else [])
+    with ResultWriter(out_dir, npy=a.npy, overwrite=a.force, options=options,
+                      inputs=[str(f) for f in files] + [n for n, _ in missing], protect=protect) as w:
+        for r in results_of(a, [str(f) for f in files] + [n for n, _ in missing], options):
+            w.write(r)
+            if r.error:
+                tqdm.write(f"onnx-gig: error: {r.path}: {r.error}", file=sys.stderr)
+    failed = len(w.failures)
+    print(f"{w.explained} explained, {failed} failed; wrote {w.explained} figures"
+          + (" and .npy files" if a.npy else "") + f", results.csv and results.jsonl in {out_dir}")
+    return SOME_FAILED if failed else 0

@@ -1,0 +1,285 @@
+"""Many images, one session: expand paths, explain images x steps in memory-bounded batches, in input order.
+
+paths -> ``collect_inputs`` (files, folders searched recursively, globs) -> batches of images ->
+``explain_arrays`` (one ``GigModel.explain`` call per batch; a bad file is a result with an error, never
+an exception for the batch) -> ``ImageResult`` per image, in input order. ``explain_many`` is the
+iterator the CLI uses; ``writer.ResultWriter`` turns the results into figures and tables. A Ray actor
+calls ``explain_arrays`` on its share of the items.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+
+from .errors import GigError, InputError
+from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
+from .imageio import Preprocess, load_input, make_baseline
+from .integrate import META_PREFIX
+from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
+from .runtime import GigModel, parse_memory
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
+MAX_BATCH_IMAGES = 64  # images in flight at most by default: the progress bar moves, results stream out
+_GLOB_CHARS = "*?["
+
+
+def _wanted(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """Image and .npy files under ``folder`` at any depth, hidden ones skipped, sorted by relative path."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root) / f for f in files if _wanted(Path(root) / f)]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def collect_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Expand files, folders (recursive; image files and .npy only) and globs, in argument order.
+
+    Returns the files (each once, first occurrence kept) and ``(argument, reason)`` for every argument
+    that matched nothing. A file named explicitly is kept whatever its suffix (reading it may then fail).
+    """
+    files: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for arg in paths:
+        p, text = Path(arg), os.fspath(arg)
+        if p.is_dir():
+            found = _folder_files(p)
+            if not found:
+                missing.append((text, "no image or .npy files in this folder"))
+            for f in found:
+                add(f)
+        elif p.is_file():
+            add(p)
+        elif any(c in text for c in _GLOB_CHARS):
+            hits = [Path(h) for h in sorted(glob.glob(text, recursive=True))]
+            found = [f for h in hits for f in (_folder_files(h) if h.is_dir() else [h] if _wanted(h) else [])]
+            if not found:
+                missing.append((text, "matches no image or .npy files"))
+            for f in found:
+                add(f)
+        else:
+            missing.append((text, "no such file or folder"))
+    return files, missing
+
+
+@dataclass
+class ExplainOptions:
+    """Everything one image's explanation needs besides the model: the integration and the figure."""
+
+    target: Optional[int] = None
+    steps: int = DEFAULT_STEPS
+    rule: str = DEFAULT_RULE
+    baseline: str = "zeros"
+    top: int = 5
+    clip_percentile: float = DEFAULT_CLIP
+    sign: str = "absolute"
+    cmap: Optional[str] = None
+    alpha: float = DEFAULT_ALPHA
+
+    def check(self, num_classes: Optional[int] = None) -> None:
+        """Refuse bad options in one line before any work (the same checks as ``explain``)."""
+        from .api import check_steps, check_target
+
+        check_steps(self.steps, self.rule)
+        if self.target is not None:
+            check_target(self.target)
+            if num_classes is not None and self.target >= num_classes:
+                raise InputError(f"--target {self.target} is out of range: the model has {num_classes} classes "
+                                 f"(0..{num_classes - 1})")
+        if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
+            raise InputError(f"top must be a positive whole number, got {self.top!r}")
+        check_map_options(self.clip_percentile, self.sign, self.alpha, self.cmap)
+
+
+@dataclass
+class ImageResult:
+    """One input's outcome: the attributions and predictions, or a one-line ``error`` (None when it worked)."""
+
+    index: int
+    path: str
+    error: Optional[str] = None
+    attributions: Optional[np.ndarray] = None  # raw, model layout, no batch dim, float32, never clipped
+    target: Optional[int] = None
+    label: Optional[str] = None
+    probability: Optional[float] = None  # softmax probability of the explained class
+    target_score: Optional[float] = None
+    baseline_score: Optional[float] = None
+    top: list[tuple[int, str, float]] = field(default_factory=list)
+    convergence_delta: Optional[float] = None  # for ig: the completeness gap sum(attr) - (F(x) - F(b))
+    photo: Any = None  # the PIL image the model saw (None for .npy inputs that are not drawable)
+    method: Optional[str] = None
+    layout: str = "NCHW"
+    batch: Optional[int] = None  # which batch of the run it was explained in (None: never ran)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def row(self, top: int = 5) -> dict:
+        """The CSV/JSONL row: image, class explained, scores, the top ``top`` classes, completeness gap, error."""
+        r: dict[str, Any] = {"image": self.path, "target": self.target, "label": self.label,
+                             "probability": self.probability, "target_score": self.target_score,
+                             "baseline_score": self.baseline_score}
+        for k in range(top):
+            c, name, p = self.top[k] if k < len(self.top) else (None, None, None)
+            r[f"top{k + 1}"], r[f"top{k + 1}_label"], r[f"top{k + 1}_prob"] = c, name, p
+        r["completeness_gap"] = self.convergence_delta
+        r["error"] = self.error
+        return r
+
+
+def error_line(exc: BaseException, path: str) -> str:
+    """An error as one line without the path prefix that load_image puts in front."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for prefix in (f"{path}: ", f"{Path(path)}: "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text if isinstance(exc, GigError) else f"{type(exc).__name__}: {text}"
+
+
+def preprocess_of(gm: GigModel) -> Preprocess:
+    """The preprocessing the converted model carries (ImageNet's in its layout when it carries none)."""
+    from .api import guess_preprocess
+
+    return Preprocess.from_json(gm.preprocess_json) if gm.preprocess_json else guess_preprocess(gm.input_shape)
+
+
+def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainOptions,
+                   batch: Optional[int] = None) -> list[ImageResult]:
+    """Explain ``items`` ((index, path) pairs) with one ``gm.explain`` call over all readable ones.
+
+    A file that cannot be read (or whose attributions come out non-finite) gives a result with ``error``;
+    images x steps run in ``gm``'s memory-bounded chunks. Results come back in the items' order.
+    """
+    from .api import _ort_errors, label_of, softmax
+
+    pp = preprocess_of(gm)
+    results = [ImageResult(index=int(i), path=str(p), method=gm.method, layout=pp.layout, batch=batch)
+               for i, p in items]
+    xs, bs, good = [], [], []
+    for r in results:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. "only 20x20 pixels": one image among many, not worth a line
+                x, r.photo = load_input(r.path, pp, gm.input_shape)
+                b = make_baseline(options.baseline, x, r.photo, pp)
+        except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
+            r.error = error_line(exc, r.path)
+            continue
+        xs.append(x)
+        bs.append(b)
+        good.append(r)
+    if not good:
+        return results
+    try:
+        ex = gm.explain(np.stack(xs), np.stack(bs), options.target, options.steps, options.rule)
+    except GigError:
+        raise
+    except _ort_errors() as exc:
+        from .errors import ModelError
+
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"onnxruntime failed while running {gm.path}: {first}") from exc
+    labels = gm.labels
+    deltas = ex.convergence_delta
+    for k, r in enumerate(good):
+        attr = ex.attributions[k]
+        scores = (ex.target_score[k], ex.baseline_score[k])
+        if not (np.isfinite(attr).all() and np.isfinite(scores).all()):
+            r.error = "NaN or infinite values in the attributions or scores (the model overflows float32 on it)"
+            r.photo = None
+            continue
+        probs = softmax(ex.scores[k].astype(np.float64))
+        t = int(ex.target[k])
+        r.attributions = attr.astype(np.float32, copy=False)
+        r.target, r.label, r.probability = t, label_of(labels, t), float(probs[t])
+        r.target_score, r.baseline_score = float(scores[0]), float(scores[1])
+        r.top = [(int(c), label_of(labels, int(c)), float(probs[c])) for c in np.argsort(-probs)[:options.top]]
+        r.convergence_delta = float(deltas[k]) if gm.method == "ig" else None
+    return results
+
+
+def batch_images_for(gm: GigModel, steps: int) -> int:
+    """Images per batch: as many whole images' steps as one run holds under the memory budget (1..64)."""
+    return int(max(1, min(MAX_BATCH_IMAGES, gm.rows_per_run() // max(1, int(steps)))))
+
+
+def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.PathLike],
+                 options: Optional[ExplainOptions] = None, *, batch_images: Optional[int] = None,
+                 device: str = "auto", max_memory: int | str | None = None, threads: Optional[int] = None,
+                 progress: bool = False) -> Iterator[ImageResult]:
+    """Explain many images, files, folders or globs with one session; yield one result per input, in order.
+
+    Only one batch of images is loaded at a time (``batch_images``, default from the memory budget), so
+    memory stays bounded however many paths are given. Arguments that match nothing come last, as results
+    with an error. Options and the model are checked before anything runs; a model or option problem
+    raises a :class:`GigError`, a bad image never does.
+    """
+    options = options or ExplainOptions()
+    files, missing = collect_inputs(paths)
+    if not files and not missing:
+        raise InputError("no images given")
+    if batch_images is not None and (isinstance(batch_images, bool) or not isinstance(batch_images, int)
+                                     or batch_images < 1):
+        raise InputError(f"batch_images must be a positive whole number, got {batch_images!r}")
+    options.check()
+    budget = parse_memory(max_memory)
+    if budget is not None and budget <= 0:
+        raise InputError(f"--max-memory must be a positive size such as 2G or 512M, got {max_memory!r}")
+    return _iterate(model, files, missing, options, batch_images, device, budget, threads, progress)
+
+
+def _iterate(model, files, missing, options, batch_images, device, budget, threads, progress) -> Iterator[ImageResult]:
+    """The generator behind explain_many (its checks run at call time, this at the first next())."""
+    from tqdm import tqdm
+
+    gm = model if isinstance(model, GigModel) else None
+    if files and gm is None:
+        gm = GigModel(model, device=device, max_memory=budget, threads=threads)
+    if gm is not None:
+        options.check(gm.num_classes)
+    size = batch_images or (batch_images_for(gm, options.steps) if gm is not None else 1)
+    total = len(files) + len(missing)
+    bar = tqdm(total=total, disable=not progress or total <= 1, unit="image", desc="explain")
+    try:
+        for n, start in enumerate(range(0, len(files), size)):
+            items = [(i, str(files[i])) for i in range(start, min(len(files), start + size))]
+            for r in explain_arrays(gm, items, options, batch=n):
+                bar.update(1)
+                yield r
+        for k, (arg, reason) in enumerate(missing):
+            bar.update(1)
+            yield ImageResult(index=len(files) + k, path=arg, error=reason)
+    finally:
+        bar.close()
+
+
+def __getattr__(name: str):
+    """``batch.ResultWriter`` is ``writer.ResultWriter`` (it lives there: writing is its own concern)."""
+    if name == "ResultWriter":
+        from .writer import ResultWriter
+
+        return ResultWriter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ExplainOptions", "ResultWriter", "ImageResult", "IMAGE_SUFFIXES", "batch_images_for", "collect_inputs",
+           "explain_arrays", "explain_many", "preprocess_of"]

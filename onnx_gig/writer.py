@@ -1,0 +1,159 @@
+"""Write many images' results into one folder: a figure (and .npy) per image, results.csv and results.jsonl.
+
+Every file is written atomically; the tables are written at ``close`` (rows ordered by input index), so an
+interrupted run leaves complete figures and no half-written table. Results may arrive more than once or
+out of order (a distributed run retries): each index is written once.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from .batch import ExplainOptions, ImageResult
+from .errors import InputError
+from .fileio import atomic_path, check_output
+from .heatmap import render_figure, save_png, saliency_map
+
+TABLES = ("results.csv", "results.jsonl")
+
+
+class ResultWriter:
+    """Figures ``DIR/<stem>_gig.png``, raw ``DIR/<stem>.npy`` (with ``npy``) and the two tables.
+
+    Stems are kept unique (``a/cat.png``, ``b/cat.png`` -> ``cat_gig.png``, ``cat-2_gig.png``) in input
+    order: give ``inputs`` (the input paths by index) to fix every name before any work and to refuse
+    existing outputs up front (unless ``overwrite``); without it names are given in arrival order.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, *, figures: bool = True, npy: bool = False,
+                 overwrite: bool = False, options: Optional[ExplainOptions] = None,
+                 inputs: Optional[Sequence[str | os.PathLike]] = None,
+                 protect: Iterable[str | os.PathLike] = ()) -> None:
+        self.dir = Path(out_dir)
+        if self.dir.exists() and not self.dir.is_dir():
+            raise InputError(f"--out-dir {self.dir} is a file; give a folder")
+        self.figures, self.npy, self.overwrite = figures, npy, overwrite
+        self.options = options or ExplainOptions()
+        self._protect = [Path(p) for p in protect] + [Path(p) for p in (inputs or ())]
+        self._taken = {os.path.normcase(os.path.realpath(p)) for p in self._protect}
+        self._names: dict[int, str] = {}
+        self._used: set[str] = set()
+        self._rows: dict[int, dict] = {}
+        self.failures: list[tuple[str, str]] = []
+        self.closed = False
+        for name in TABLES:
+            check_output(self.dir / name, self._protect, overwrite)
+        for i, p in enumerate(inputs or ()):
+            self._check_free(self._name(i, str(p)))
+
+    # -- names ---------------------------------------------------------------------------------
+    def _name(self, index: int, path: str) -> str:
+        """The unique stem of input ``index`` (first come, first served; ``stem-2``, ``stem-3``... after)."""
+        if index not in self._names:
+            stem, n = Path(path).stem or "image", 1
+            while True:
+                cand = stem if n == 1 else f"{stem}-{n}"
+                files = self._files(cand)
+                if cand.casefold() not in self._used and not any(
+                        os.path.normcase(os.path.realpath(f)) in self._taken for f in files):
+                    break
+                n += 1
+            self._used.add(cand.casefold())
+            self._names[index] = cand
+        return self._names[index]
+
+    def _files(self, stem: str) -> list[Path]:
+        return ([self.dir / f"{stem}_gig.png"] if self.figures else []) + ([self.dir / f"{stem}.npy"] if self.npy else [])
+
+    def _check_free(self, stem: str) -> None:
+        for f in self._files(stem):
+            check_output(f, self._protect, self.overwrite)
+
+    # -- writing -------------------------------------------------------------------------------
+    def write(self, result: ImageResult) -> bool:
+        """Write one result's files and keep its row; False (and nothing written) if its index was written."""
+        if self.closed:
+            raise InputError("this ResultWriter is closed")
+        if result.index in self._rows:
+            return False
+        stem = self._name(result.index, result.path)
+        figure = npy = None
+        if result.ok and result.attributions is not None:
+            self._check_free(stem)
+            if self.npy:
+                npy = self.dir / f"{stem}.npy"
+                with atomic_path(npy, protect=self._protect) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.save(f, np.asarray(result.attributions, np.float32))
+            if self.figures:
+                figure = self.dir / f"{stem}_gig.png"
+                save_png(self.figure(result), figure, protect=self._protect)
+        else:
+            self.failures.append((result.path, result.error or "no attributions"))
+        row = result.row(self.options.top)
+        row["figure"] = figure.name if figure else None
+        row["npy"] = npy.name if npy else None
+        self._rows[result.index] = row
+        return True
+
+    def figure(self, result: ImageResult):
+        """The figure of one result, drawn with the writer's options."""
+        from .api import figure_title
+
+        o = self.options
+        m = saliency_map(result.attributions, result.layout, o.clip_percentile, o.sign)
+        title = figure_title(result.label or "", result.probability or 0.0, result.method or "", o.steps, o.rule,
+                             o.baseline, o.clip_percentile)
+        return render_figure(result.photo, m, title, o.cmap, o.sign, o.alpha)
+
+    @property
+    def written(self) -> int:
+        """Results written so far (failed ones included)."""
+        return len(self._rows)
+
+    @property
+    def explained(self) -> int:
+        return len(self._rows) - len(self.failures)
+
+    def rows(self) -> list[dict]:
+        """The table rows ordered by input index."""
+        return [self._rows[i] for i in sorted(self._rows)]
+
+    def close(self) -> list[Path]:
+        """Write results.csv and results.jsonl (each complete or absent); return their paths."""
+        if self.closed:
+            return [self.dir / n for n in TABLES]
+        rows = self.rows()
+        cols = list(rows[0]) if rows else list(ImageResult(0, "").row(self.options.top)) + ["figure", "npy"]
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if v is None else v for k, v in r.items()})
+        out = []
+        for name, body in (("results.csv", text.getvalue()),
+                           ("results.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))):
+            out.append(self.dir / name)
+            with atomic_path(out[-1], protect=self._protect) as tmp:
+                tmp.write_text(body, encoding="utf-8")
+        self.closed = True
+        return out
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Tables only when the run completed: an interrupted or failed run leaves no partial table."""
+        if exc_type is None:
+            self.close()
+        else:
+            self.closed = True
+
+
+__all__ = ["ResultWriter", "TABLES"]
