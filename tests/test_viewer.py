@@ -1,7 +1,7 @@
 """The browser viewer, in a real headless Chromium against the real server (onnx-gig view) on localhost.
 
-One server process (the CLI's ``view`` command, on a free port it picks itself) serves the shipped MobileNetV2
-and a tiny CNN whose labels are HTML. ``view`` opens the page through ``$BROWSER``, here a script that
+One server process (the CLI's ``view`` command, on a free port it picks itself) serves the shipped MobileNetV2,
+a tiny CNN whose labels are HTML and a tiny CNN with a NaN weight (a model that fails). ``view`` opens the page through ``$BROWSER``, here a script that
 records the URL. Debian's ``chromium`` (``/usr/bin/chromium``; .ci/run installs it) is driven by Playwright's
 Python package; a missing browser or package fails these tests, it does not skip them.
 """
@@ -13,11 +13,13 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -43,10 +45,10 @@ WAIT_MS = 60_000  # one explanation in the page
 HOSTILE = '<img src=x onerror="document.body.dataset.pwned=1">'
 
 
-def tiny_labelled_cnn(path: Path) -> Path:
-    """A 3-class CNN on 32x32 photos whose labels are HTML that would run script if inserted as markup."""
+def tiny_cnn(path: Path, broken: bool = False) -> Path:
+    """A 3-class CNN on 32x32 photos; ``broken``: a NaN bias, so every run yields NaN (a model that fails)."""
     r = np.random.default_rng(3)
-    inits = {"w1": r.normal(0, 0.4, (6, 3, 3, 3)), "b1": r.normal(0, 0.1, 6),
+    inits = {"w1": r.normal(0, 0.4, (6, 3, 3, 3)), "b1": np.full(6, np.nan) if broken else r.normal(0, 0.1, 6),
              "wf": r.normal(0, 1.0, (3, 6)), "bf": r.normal(0, 0.1, 3)}
     nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"]),
@@ -82,19 +84,45 @@ def http(url: str, data: bytes | None = None, accept: str = "*/*") -> tuple[int,
         return exc.code, dict(exc.headers), exc.read()
 
 
+def raw_post(url: str, content_length: int | None = None, chunks: list[bytes] = ()) -> tuple[int, dict]:
+    """POST over a bare socket: only headers declaring ``content_length``, or a chunked body; (status, JSON).
+
+    The server answers 413 without reading an oversized body, so a client still sending may see its pipe
+    break; a bare socket sends what it can and then reads the answer.
+    """
+    u = urllib.parse.urlsplit(url)
+    head = f"POST {u.path}?{u.query} HTTP/1.1\r\nHost: {u.netloc}\r\nConnection: close\r\n"
+    head += f"Content-Length: {content_length}\r\n" if content_length is not None else "Transfer-Encoding: chunked\r\n"
+    with socket.create_connection((u.hostname, u.port), timeout=60) as sock:
+        try:
+            sock.sendall(head.encode() + b"\r\n")
+            for c in chunks:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(c), c))
+            if content_length is None:
+                sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    status = int(answer.split(b" ", 2)[1])
+    return status, json.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+
 @pytest.fixture(scope="module")
 def server(demo_gig, tmp_path_factory):
     """``onnx-gig view`` with both models; yields (page URL, the URL its $BROWSER was asked to open)."""
     folder = tmp_path_factory.mktemp("viewer")
-    tiny = convert(tiny_labelled_cnn(folder / "tiny.onnx"), folder / "tiny_gig.onnx",
+    tiny = convert(tiny_cnn(folder / "tiny.onnx"), folder / "tiny_gig.onnx",  # labels that are HTML
                    labels=[f"{HOSTILE} class {k} & <b>bold</b>" for k in range(3)]).path
+    broken = convert(tiny_cnn(folder / "broken.onnx", broken=True), folder / "broken_gig.onnx").path
     opened = folder / "opened.txt"
     browser = folder / "browser"
     browser.write_text(f"#!{sys.executable}\nimport sys, pathlib\npathlib.Path({str(opened)!r}).write_text(sys.argv[1])\n")
     browser.chmod(browser.stat().st_mode | stat.S_IXUSR)
     out, log = folder / "stdout.txt", folder / "server.log"
-    cmd = [sys.executable, "-m", "onnx_gig.cli", "view", str(demo_gig), str(tiny), "--name", "demo", "--name", "tiny",
-           "--device", "cpu", "--max-upload", str(MAX_UPLOAD)]
+    cmd = [sys.executable, "-m", "onnx_gig.cli", "view", str(demo_gig), str(tiny), str(broken), "--name", "demo",
+           "--name", "tiny", "--name", "broken", "--device", "cpu", "--max-upload", str(MAX_UPLOAD)]
     env = dict(os.environ, BROWSER=str(browser))
     with open(out, "wb") as o, open(log, "wb") as e:
         proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=folder, env=env)
@@ -209,8 +237,16 @@ def test_the_cat_explained_then_another_class(page, demo_gig):
     assert np.array_equal(over, photo)
     assert "redrawn" in card.locator(".status").inner_text()
 
+    # the signed map: a diverging colour map, red where the class score rises, blue where it falls
+    before = card.locator(".figure").get_attribute("src")
+    page.select_option("#sign", "all")
+    wait_done(card, before)
+    heat = panels(figure_png(card))[1]
+    red, blue = heat[..., 0] - heat[..., 2], heat[..., 2] - heat[..., 0]
+    assert (red > 60).mean() > 0.001 and (blue > 60).mean() > 0.001, "no signed colours in the map"
 
-def test_a_text_file_gets_a_readable_message(page, tmp_path):
+
+def test_readable_messages_for_a_text_file_and_a_failing_model(page, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo\n")
     choose(page, "demo")
@@ -220,6 +256,13 @@ def test_a_text_file_gets_a_readable_message(page, tmp_path):
     message = card.locator(".error").inner_text()
     assert message.startswith("notes.txt: ") and "not a readable image" in message, message
     assert card.locator(".figure").get_attribute("src") is None
+
+    choose(page, "broken")
+    page.set_input_files("#files", str(CHELSEA))
+    card = page.locator(".card").first
+    page.wait_for_function("c => c.dataset.state === 'error'", arg=card.element_handle(), timeout=WAIT_MS)
+    message = card.locator(".error").inner_text()
+    assert message.startswith("chelsea.png: the model failed: ") and "NaN" in message, message
 
 
 def test_labels_are_shown_as_text(page):
@@ -246,11 +289,15 @@ def test_http_contract_of_the_page(server):
         status, _, asset = http(url + "view/static/" + name)
         assert status == 200 and b"http://" not in asset and b"https://" not in asset
     api = url + "view/api/models/demo/explain"
-    status, _, body = http(api + "?steps=4", b"\x89PNG" + bytes(MAX_UPLOAD))
-    assert status == 413 and "upload limit" in json.loads(body)["error"]
+    status, body = raw_post(api + "?steps=4", content_length=MAX_UPLOAD + 1)  # refused before reading
+    assert status == 413 and "upload limit" in body["error"]
+    status, body = raw_post(api + "?steps=4", chunks=[bytes(1 << 16)] * (MAX_UPLOAD >> 16) + [b"x"])  # while reading
+    assert status == 413 and "upload limit" in body["error"]
     status, _, body = http(api + "?steps=0", CHELSEA.read_bytes())
     assert status == 400 and "steps" in json.loads(body)["error"]
     status, _, body = http(api + "?baseline=/etc/passwd", CHELSEA.read_bytes())
     assert status == 400 and "baseline" in json.loads(body)["error"]
+    status, _, body = http(api + "?sign=up", CHELSEA.read_bytes())
+    assert status == 400 and "sign" in json.loads(body)["error"]
     status, _, body = http(url + "view/api/models/nope/explain", CHELSEA.read_bytes())
     assert status == 404 and "nope" in json.loads(body)["error"]

@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 import webbrowser
+from pathlib import Path
 
 from ..errors import InputError
 from .serve import add_server_options, start
@@ -19,7 +20,8 @@ DESCRIPTION = ("Start the same server as 'onnx-gig serve' (on 127.0.0.1 and a fr
                "and open its page in the default browser: pick a model, drop or choose photos, see each one's "
                "figure (photo, map, overlay) and top-5 classes, click a class to explain it, change the steps, "
                "baseline, clip percentile and overlay opacity, download the PNG and the raw attributions (.npy). "
-               "Prints the page's URL; Ctrl-C stops the server. Needs: pip install 'onnx-gig[serve]'.")
+               "Prints the page's URL; Ctrl-C stops the server. A missing NAME_gig.onnx is first converted from "
+               "NAME.onnx beside it (gnl-ig), as 'onnx-gig demo' does. Needs: pip install 'onnx-gig[serve]'.")
 READY_TIMEOUT = 300  # seconds to wait for the server before giving up on opening the browser
 
 
@@ -66,7 +68,22 @@ def _open_when_ready(url: str) -> None:
         print(f"onnx-gig: no browser found here; open {url} yourself", file=sys.stderr, flush=True)
 
 
+def convert_missing(models: list[str]) -> None:
+    """A missing NAME_gig.onnx whose classifier NAME.onnx lies beside it is converted first (gnl-ig), as the
+    demo does, so a fresh clone can view models/mobilenet_v2_gig.onnx at once."""
+    for model in models:
+        path = Path(model)
+        source = path.with_name(path.name[:-len("_gig.onnx")] + ".onnx")
+        if path.name.endswith("_gig.onnx") and not path.exists() and source.is_file():
+            from ..api import convert
+
+            print(f"onnx-gig view: {path} does not exist yet; converting {source} (gnl-ig) first", file=sys.stderr,
+                  flush=True)
+            convert(source, path, overwrite=False)
+
+
 def run(a: argparse.Namespace) -> int:
+    convert_missing(a.model)
     port = a.port or free_port(a.host)
     url = page_url(a.host, port)
 

@@ -22,18 +22,16 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from ..api import label_of, softmax
+from ..api import figure_title, label_of, softmax
 from ..errors import GigError, InputError
-from ..heatmap import CMAPS, _compose, _fit_photo, colorize, overlay, panel_size, resize_map, saliency_map
+from ..heatmap import CMAPS, DEFAULT_ALPHA, DEFAULT_CLIP, SIGNS, default_cmap, render_figure, saliency_map
 from ..imageio import BASELINE_KINDS, make_baseline
 from ..quadrature import DEFAULT_RULE, RULES
 from .service import MAX_STEPS, GigService
 
 MAX_UPLOAD = 20 << 20  # bytes of one uploaded photo, unless the server is told otherwise
 CACHE_SIZE = 16  # attributions kept for redrawing
-VIEW_PARAMETERS = ("steps", "rule", "baseline", "target", "clip", "alpha", "cmap", "top")
-DEFAULT_CLIP = 99.0  # percentile of the map drawn at full colour (Captum's 2 % outliers, PAIR's 99th)
-DEFAULT_ALPHA = 0.6  # overlay opacity at the map's maximum
+VIEW_PARAMETERS = ("steps", "rule", "baseline", "target", "clip", "sign", "alpha", "cmap", "top")
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,7 @@ class ViewRequest:
     baseline: str
     target: Optional[int]
     clip: float
+    sign: str
     alpha: float
     cmap: str
     top: int
@@ -76,7 +75,10 @@ def parse_request(query: Mapping[str, str], service: GigService) -> ViewRequest:
     baseline = query.get("baseline") or "zeros"
     if baseline not in BASELINE_KINDS:  # never a file on the server
         raise InputError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINE_KINDS)}")
-    cmap = query.get("cmap") or "inferno"
+    sign = query.get("sign") or "absolute"
+    if sign not in SIGNS:
+        raise InputError(f"unknown sign {sign!r}; choose one of {', '.join(SIGNS)}")
+    cmap = query.get("cmap") or default_cmap(sign)
     if cmap not in CMAPS:
         raise InputError(f"unknown cmap {cmap!r}; choose one of {', '.join(CMAPS)}")
     classes = service.num_classes or 10 ** 9
@@ -84,30 +86,15 @@ def parse_request(query: Mapping[str, str], service: GigService) -> ViewRequest:
     return ViewRequest(
         steps=_number(query, "steps", service.default_steps, 1, MAX_STEPS, whole=True), rule=rule,
         baseline=baseline, target=None if target < 0 else target,
-        clip=_number(query, "clip", DEFAULT_CLIP, 50.0, 100.0, whole=False),
+        clip=_number(query, "clip", DEFAULT_CLIP, 50.0, 100.0, whole=False), sign=sign,
         alpha=_number(query, "alpha", DEFAULT_ALPHA, 0.0, 1.0, whole=False), cmap=cmap,
         top=_number(query, "top", 5, 1, min(classes, 100), whole=True))
 
 
-def draw_figure(photo: Optional[Image.Image], attr: np.ndarray, layout: str, title: str, cmap: str,
-                clip: float, alpha: float) -> Image.Image:
-    """The figure (photo, map, overlay) with the viewer's clip percentile and overlay opacity.
-
-    The one place the viewer meets heatmap.py's drawing options: the map is |channel sum| scaled so its
-    ``clip`` percentile is full colour, the overlay blends it with opacity ``alpha`` at the maximum.
-    """
-    m = saliency_map(attr, layout)
-    top = float(np.percentile(m, clip)) if m.size else 0.0
-    if top > 0.0:
-        m = np.clip(m / top, 0.0, 1.0).astype(np.float32)
-    if photo is None:
-        from ..heatmap import render_figure
-        return render_figure(None, m, title, cmap)
-    pw, ph = panel_size(photo.size)
-    mp = resize_map(m, (pw, ph))
-    shown = _fit_photo(photo, (pw, ph))
-    return _compose([(shown, "input"), (colorize(mp, cmap), "saliency"), (overlay(shown, mp, cmap, alpha), "overlay")],
-                    title, cmap)
+def draw_figure(photo: Optional[Image.Image], attr: np.ndarray, layout: str, title: str, req: ViewRequest) -> Image.Image:
+    """The figure (photo, map, overlay) drawn with the request's clip percentile, sign, colours and opacity."""
+    m = saliency_map(attr, layout, req.clip, req.sign)
+    return render_figure(photo, m, title, req.cmap, req.sign, req.alpha)
 
 
 @dataclass
@@ -140,7 +127,7 @@ class Viewer:
                             else "CPU", "classes": s.num_classes, "default_steps": s.default_steps,
                             "input_shape": [d if isinstance(d, int) else str(d) for d in s.gm.input_shape]}
                            for s in self.services.values()],
-                "baselines": list(BASELINE_KINDS), "rules": list(RULES), "max_steps": MAX_STEPS,
+                "baselines": list(BASELINE_KINDS), "signs": list(SIGNS), "rules": list(RULES), "max_steps": MAX_STEPS,
                 "max_upload": self.max_upload, "default_clip": DEFAULT_CLIP, "default_alpha": DEFAULT_ALPHA}
 
     def explain(self, name: str, data: bytes, query: Mapping[str, str]) -> dict:
@@ -186,15 +173,14 @@ class Viewer:
         t, labels = run.target, service.labels
         label = label_of(labels, t)
         order = np.argsort(-run.probs)[:req.top]
-        title = (f"{label} ({run.probs[t]:.1%})  |  {service.gm.method}, {req.steps} steps, baseline {req.baseline}, "
-                 f"clip {req.clip:g}%")
-        fig = draw_figure(run.photo, run.attributions, service.preprocess.layout, title, req.cmap, req.clip, req.alpha)
+        title = figure_title(label, float(run.probs[t]), service.gm.method, req.steps, req.rule, req.baseline, req.clip)
+        fig = draw_figure(run.photo, run.attributions, service.preprocess.layout, title, req)
         png, npy = io.BytesIO(), io.BytesIO()
         fig.save(png, format="PNG")
         np.save(npy, run.attributions.astype(np.float32))
         return {
             "model": service.name, "method": service.gm.method, "steps": req.steps, "rule": req.rule,
-            "baseline": req.baseline, "clip": req.clip, "alpha": req.alpha,
+            "baseline": req.baseline, "clip": req.clip, "sign": req.sign, "alpha": req.alpha,
             "target": t, "label": label, "probability": float(run.probs[t]),
             "target_score": run.target_score, "baseline_score": run.baseline_score,
             "convergence_delta": float(run.attributions.sum(dtype=np.float64) - (run.target_score - run.baseline_score)),

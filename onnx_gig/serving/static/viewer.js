@@ -43,7 +43,8 @@ function stem(name) {
 
 function options() {
   return {
-    steps: $("steps").value, baseline: $("baseline").value, clip: $("clip").value, alpha: $("alpha").value,
+    steps: $("steps").value, baseline: $("baseline").value, clip: $("clip").value, sign: $("sign").value,
+    alpha: $("alpha").value,
   };
 }
 
@@ -136,8 +137,8 @@ function showAnswer(card, a) {
   Object.assign(r.npy, { href: npy, download: name + ".npy" });
   r.png.removeAttribute("aria-disabled");
   r.npy.removeAttribute("aria-disabled");
-  r.meta.textContent = `${a.method}, ${a.steps} steps ${a.rule}, baseline ${a.baseline}, ` +
-    `attributions ${a.shape.join("\u00d7")} float32`;
+  r.meta.textContent = `${a.method} \u00b7 ${a.steps} steps ${a.rule} \u00b7 baseline ${a.baseline} \u00b7 ` +
+    `map ${a.sign} \u00b7 .npy ${a.shape.join("\u00d7")} float32`;
   r.notes.hidden = a.notes.length === 0;
   r.notes.textContent = a.notes.join(" ");
 }
@@ -236,6 +237,7 @@ async function init() {
   }
   $("steps").addEventListener("change", redraw);
   $("baseline").addEventListener("change", redraw);
+  $("sign").addEventListener("change", redraw);
   $("model").addEventListener("change", () => { describeModel(); rerunAll(true); });
 
   try {
@@ -250,6 +252,7 @@ async function init() {
   state.models = state.config.models;
   $("model").replaceChildren(...state.models.map((m) => new Option(m.name, m.name)));
   $("baseline").replaceChildren(...state.config.baselines.map((b) => new Option(b, b)));
+  $("sign").replaceChildren(...state.config.signs.map((s) => new Option(s === "all" ? "all (signed)" : s, s)));
   $("steps").max = String(state.config.max_steps);
   $("clip").value = String(state.config.default_clip);
   $("clip-out").textContent = $("clip").value;
