@@ -46,6 +46,17 @@ def check_output(path: str | os.PathLike, protect: Iterable[str | os.PathLike | 
     return dest
 
 
+def _default_mode() -> int:
+    """0666 less the process umask: what ``open(path, "w")`` gives a new file (mkstemp gives 0600)."""
+    try:  # Linux: read the umask without changing it (os.umask is process-wide, racy under threads)
+        with open("/proc/self/status") as f:
+            mask = next(int(ln.split()[1], 8) for ln in f if ln.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, protect: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -59,6 +70,7 @@ def atomic_path(path: str | os.PathLike, protect: Iterable[str | os.PathLike | N
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         os.close(fd)
+        os.chmod(tmp, _default_mode())  # mkstemp makes 0600; outputs get the mode a plain open() would
     except OSError as exc:
         raise InputError(f"cannot write {dest}: {exc.strerror or exc}; choose a writable folder") from None
     try:

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import io
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -744,3 +745,17 @@ def test_an_internal_error_is_still_one_line(models, tmp_path, monkeypatch, caps
     assert err[0].startswith("onnx-gig: error: internal error (ZeroDivisionError") and "--debug" in err[0]
     assert list(tmp_path.iterdir()) == []
     tally[FAULTS_KEY] += 1
+
+
+def test_outputs_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    """A converted model or figure is readable by others (a server user, Triton's container) as open() would make it."""
+    from onnx_gig.fileio import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        dest = tmp_path / "out.bin"
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(b"x")
+        assert stat.S_IMODE(dest.stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
