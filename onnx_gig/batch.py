@@ -20,7 +20,6 @@ import numpy as np
 from .errors import GigError, InputError
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
 from .imageio import Preprocess, load_input, make_baseline
-from .integrate import META_PREFIX
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel, parse_memory
 
@@ -281,5 +280,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ExplainOptions", "ResultWriter", "ImageResult", "IMAGE_SUFFIXES", "batch_images_for", "collect_inputs",
+__all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "batch_images_for", "collect_inputs",
            "explain_arrays", "explain_many", "preprocess_of"]
