@@ -254,7 +254,10 @@ def _iterate(model, files, missing, options, batch_images, device, budget, threa
     if files and gm is None:
         gm = GigModel(model, device=device, max_memory=budget, threads=threads)
     if gm is not None:
+        from .api import warn_if_tight
+
         options.check(gm.num_classes)
+        warn_if_tight(gm)
     size = batch_images or (batch_images_for(gm, options.steps) if gm is not None else 1)
     total = len(files) + len(missing)
     bar = tqdm(total=total, disable=not progress or total <= 1, unit="image", desc="explain")
