@@ -20,7 +20,6 @@ import numpy as np
 from .errors import GigError, InputError
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
 from .imageio import Preprocess, load_input, make_baseline
-from .integrate import META_PREFIX
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel, parse_memory
 
@@ -255,7 +254,10 @@ def _iterate(model, files, missing, options, batch_images, device, budget, threa
     if files and gm is None:
         gm = GigModel(model, device=device, max_memory=budget, threads=threads)
     if gm is not None:
+        from .api import warn_if_tight
+
         options.check(gm.num_classes)
+        warn_if_tight(gm)
     size = batch_images or (batch_images_for(gm, options.steps) if gm is not None else 1)
     total = len(files) + len(missing)
     bar = tqdm(total=total, disable=not progress or total <= 1, unit="image", desc="explain")
@@ -281,5 +283,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ExplainOptions", "ResultWriter", "ImageResult", "IMAGE_SUFFIXES", "batch_images_for", "collect_inputs",
+__all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "batch_images_for", "collect_inputs",
            "explain_arrays", "explain_many", "preprocess_of"]

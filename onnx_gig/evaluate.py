@@ -16,7 +16,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .batch import IMAGE_SUFFIXES, collect_inputs  # noqa: F401 - IMAGE_SUFFIXES re-exported
+from .batch import collect_inputs
 from .errors import InputError, ModelError
 from .heatmap import save_png
 from .imageio import Preprocess, load_input, make_baseline
@@ -25,6 +25,7 @@ from .methods import METHODS, converted, graphs_needed, parse_methods, saliency_
 from .plots import Series, hstack, line_chart
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel
+
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Files, folders (searched recursively) and globs as ``batch.collect_inputs``; any unmatched one is an error."""
@@ -36,7 +37,8 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def load_good(paths: Sequence[Path], pp: Preprocess, input_shape: Sequence) -> tuple[np.ndarray, list[Path], list[tuple[str, str]]]:
+def load_good(paths: Sequence[Path], pp: Preprocess,
+              input_shape: Sequence) -> tuple[np.ndarray, list[Path], list[tuple[str, str]]]:
     """The readable images as one batch, their paths, and (path, one-line reason) for each unreadable one."""
     from .batch import error_line
 

@@ -97,6 +97,16 @@ def test_cli_folder_run_writes_figures_tables_and_npy_and_names_the_bad_file(tre
     assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
 
 
+def test_explain_many_refuses_bad_options_before_any_session(tmp_path):
+    from onnx_gig.errors import InputError
+
+    for bad in (dict(steps=0), dict(sign="both"), dict(clip_percentile=0), dict(alpha=-1), dict(target=-3)):
+        with pytest.raises(InputError):
+            explain_many(tmp_path / "no-model.onnx", [PHOTOS], ExplainOptions(**bad))  # raises at the call
+    with pytest.raises(InputError):
+        explain_many(tmp_path / "no-model.onnx", [PHOTOS], batch_images=0)
+
+
 def test_cli_refuses_single_image_outputs_with_several_inputs(demo_gig, tmp_path):
     p = run_cli("explain", demo_gig, PHOTOS / "chelsea.png", PHOTOS / "coffee.png", "--out", tmp_path / "f.png")
     assert p.returncode == 2 and "--out-dir" in p.stderr and len(p.stderr.strip().splitlines()) == 1
@@ -196,3 +206,32 @@ def test_cli_map_options(demo_gig, tmp_path):
         p = run_cli("explain", demo_gig, PHOTOS / "chelsea.png", *bad, "--out", tmp_path / "g.png")
         assert p.returncode == 2 and bad[0] in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "g.png").exists()
+
+
+def test_ctrl_c_during_a_folder_run_leaves_complete_figures_and_no_partial_table(demo_gig, tmp_path):
+    import signal
+    import time
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(12):
+        shutil.copy(PHOTOS / "coffee.png", folder / f"p{i:02d}.png")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "onnx_gig.cli", "explain", str(demo_gig), str(folder),
+                             "--out-dir", str(out), "--steps", "8", "--max-memory", "1G"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(n.endswith("_gig.png") for n in os.listdir(out))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    names = os.listdir(out)
+    assert names and all(n.endswith("_gig.png") for n in names) and len(names) < 12  # no table, no temp file
+    for n in names:
+        from PIL import Image
+
+        with Image.open(out / n) as im:
+            im.load()  # every figure left is complete
