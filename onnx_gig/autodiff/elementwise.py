@@ -5,6 +5,8 @@ a broadcast operand's gradient is summed back to its shape (GradContext.unbroadc
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .registry import GradContext, register
@@ -56,6 +58,13 @@ def neg(ctx: GradContext):
 @register("Exp")
 def exp(ctx: GradContext):
     return [ctx.e.mul(ctx.GO(0), ctx.O(0))]
+
+
+@register("Erf")
+def erf(ctx: GradContext):
+    """d erf(x)/dx = 2/sqrt(pi) exp(-x^2) (exact GELU exports as x/2 (1 + erf(x/sqrt 2)))."""
+    e, x = ctx.e, ctx.I(0)
+    return [e.mul(ctx.GO(0), e.mul(e.exp(e.neg(e.mul(x, x))), F(2.0 / math.sqrt(math.pi))))]
 
 
 @register("Log")

@@ -44,6 +44,7 @@ GUIDED_ALL = GUIDED.derive(
         "ReduceMin": pooling.guided_reduce_max,
         "Max": pooling.guided_max_min,
         "Min": pooling.guided_max_min,
+        "TopK": pooling.guided_topk,
     })
 
 
