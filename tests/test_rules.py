@@ -15,6 +15,7 @@ from onnx import helper as h
 
 from onnx_gig.autodiff import get_rule_set
 from onnx_gig.errors import UnsupportedOpError
+from onnx_gig.loader import normalise
 
 from oracles import (X, Y, away_from, away_from_zero, build_vjp, check_against_fd, distinct, f32, make_model,
                       single_op)
@@ -428,6 +429,26 @@ def test_concat_batched_channels():
              h.make_node("Concat", ["r", "a", X], [Y], axis=1)]
     m = make_model(nodes, (2, 2, 3, 3), {"k": f32(-1.5)})
     check_against_fd(m, away_from_zero(rng, (2, 2, 3, 3)))
+
+
+def test_concat_of_a_class_token_expanded_at_run_time():
+    """cat([cls.expand(N, -1, -1), tokens], 1) as the legacy exporter writes it (the Expand shape comes from
+    Shape(x)): shape inference leaves the token counts unknown, so the rule slices at run-time offsets."""
+    rng = rng_for("concat_cls")
+    nodes = [h.make_node("Shape", [X], ["s"]), h.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             h.make_node("Unsqueeze", ["n", "ax0"], ["n1"]), h.make_node("Concat", ["n1", "rest"], ["target"], axis=0),
+             h.make_node("Equal", ["target", "minus1"], ["keep"]),  # expand's -1: keep the size
+             h.make_node("Where", ["keep", "ones", "target"], ["shape"]),
+             h.make_node("Expand", ["cls", "shape"], ["c"]), h.make_node("Mul", [X, "k"], ["t"]),
+             h.make_node("Concat", ["c", "t", X], ["cat"], axis=1), h.make_node("Relu", ["cat"], [Y])]
+    inits = {"zero": np.array(0, np.int64), "ax0": np.array([0], np.int64), "rest": np.array([-1, -1], np.int64),
+             "minus1": np.array([-1, -1, -1], np.int64), "ones": np.array([1, 1, 1], np.int64),
+             "cls": randn(rng, 1, 1, 4), "k": f32(-1.5)}
+    m = make_model(nodes, (2, 3, 4), inits)
+    fg = normalise(m)
+    dims = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in fg.model.graph.value_info}
+    assert not isinstance(dims["c"][1], int) or dims["c"][1] == 0, dims["c"]  # unknown to shape inference
+    check_against_fd(m, away_from_zero(rng, (2, 3, 4)))
 
 
 @pytest.mark.parametrize("pads", [[0, 0, 1, 2, 0, 0, 2, 0], [0, 1, 0, 3, 0, 0, 1, 1]])

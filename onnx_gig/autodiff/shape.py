@@ -42,15 +42,25 @@ def transpose(ctx: GradContext):
 
 @register("Concat")
 def concat(ctx: GradContext):
+    """Slice g back into the parts. Sizes along the axis that shape inference left unknown (a class token
+    expanded to a symbolic batch by the legacy exporter) are read at run time with Shape."""
+    e = ctx.e
     rank = len(ctx.shape(ctx.O(0)))
     axis = int(ctx.attr("axis")) % rank
-    grads, start = [], 0
-    for i, t in enumerate(ctx.node.inputs):
-        size = ctx.shape(t)[axis]
-        if not isinstance(size, (int, np.integer)):
-            raise ctx.fail(f"needs static sizes along the concat axis, input '{t.name}' has {ctx.shape(t)}")
-        grads.append(ctx.e.slice(ctx.GO(0), [start], [start + int(size)], [axis]) if ctx.needs(i) else None)
-        start += int(size)
+    sizes = [ctx.shape(t)[axis] for t in ctx.node.inputs]
+    if all(isinstance(s, (int, np.integer)) for s in sizes):
+        offsets = [int(sum(sizes[:i])) for i in range(len(sizes) + 1)]
+        return [e.slice(ctx.GO(0), [offsets[i]], [offsets[i + 1]], [axis]) if ctx.needs(i) else None
+                for i in range(len(sizes))]
+    start = e.const(np.zeros(1, np.int64))
+    grads = []
+    for i, (t, s) in enumerate(zip(ctx.node.inputs, sizes)):
+        size = e.const(np.asarray([s], np.int64)) if isinstance(s, (int, np.integer)) else \
+            e.shape(t, axis, axis + 1)
+        end = e.add(start, size)
+        grads.append(e.op("Slice", [ctx.GO(0), start, end, e.const(np.asarray([axis], np.int64))])
+                     if ctx.needs(i) else None)
+        start = end
     return grads
 
 
