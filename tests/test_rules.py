@@ -777,3 +777,23 @@ def test_cubic_resize(case):
     rng = rng_for("cubic", name)
     m = single_op("Resize", shape, [X, "", "scales"], {"scales": f32(scales)}, mode="cubic", **attrs)
     check_against_fd(m, randn(rng, *shape))
+
+
+ANTIALIAS_CASES = [
+    ("linear_down_half", (1, 2, 8, 8), [1, 1, 0.5, 0.5], dict(mode="linear")),
+    ("linear_down_0.375", (1, 1, 8, 9), [1, 1, 0.375, 0.5], dict(mode="linear")),
+    ("cubic_down_half_a-0.5", (1, 2, 8, 8), [1, 1, 0.5, 0.5], dict(mode="cubic", cubic_coeff_a=-0.5)),
+    ("cubic_down_pytorch", (1, 1, 9, 7), [1, 1, 0.4, 0.6], dict(mode="cubic",
+                                                               coordinate_transformation_mode="pytorch_half_pixel")),
+    ("linear_up_2", (1, 1, 3, 4), [1, 1, 2, 2], dict(mode="linear")),
+    ("cubic_down_exclude_outside", (1, 2, 8, 6), [1, 1, 0.5, 0.5], dict(mode="cubic", exclude_outside=1)),
+]
+
+
+@pytest.mark.parametrize("case", ANTIALIAS_CASES, ids=[c[0] for c in ANTIALIAS_CASES])
+def test_antialiased_resize(case):
+    """Resize with antialias=1 (opset 18; torch's interpolate(antialias=True))."""
+    name, shape, scales, attrs = case
+    rng = rng_for("antialias", name)
+    m = single_op("Resize", shape, [X, "", "scales"], {"scales": f32(scales)}, opset=18, antialias=1, **attrs)
+    check_against_fd(m, randn(rng, *shape))

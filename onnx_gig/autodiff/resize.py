@@ -80,6 +80,31 @@ def resize_matrix(in_size: int, out_size: int, scale: float, mode: str, ctm: str
     return m.astype(np.float32)
 
 
+def antialias_matrix(in_size: int, out_size: int, scale: float, mode: str, ctm: str, cubic_a: float,
+                     exclude_outside: bool = False) -> np.ndarray:
+    """[out, in] weights of an antialiased linear/cubic Resize as onnxruntime computes it: the filter stretched
+    by 1/scale when shrinking and normalised to sum 1; taps past the edge repeat the edge value, or with
+    ``exclude_outside`` are dropped and the rest renormalised."""
+    shrink = 1.0 / scale
+    half = (1.0 if mode == "linear" else 2.0) * max(shrink, 1.0)
+    stretch = 1.0 / shrink if shrink >= 1.0 else 1.0
+    m = np.zeros((out_size, in_size), np.float64)
+    centers = _source_coordinate(ctm, np.arange(out_size, dtype=np.float64), scale, in_size, out_size) + 0.5
+    for i, c in enumerate(centers):
+        taps = np.arange(int(np.floor(c - half + 0.5)), int(np.floor(c + half + 0.5)))
+        d = np.abs((taps - c + 0.5) * stretch)
+        if mode == "linear":
+            w = np.maximum(0.0, 1.0 - d)
+        else:
+            w = np.where(d < 1, ((cubic_a + 2) * d - (cubic_a + 3)) * d * d + 1,
+                         np.where(d < 2, ((cubic_a * d - 5 * cubic_a) * d + 8 * cubic_a) * d - 4 * cubic_a, 0.0))
+        if exclude_outside:
+            w = np.where((taps >= 0) & (taps < in_size), w, 0.0)
+        if w.sum() != 0:
+            np.add.at(m[i], np.clip(taps, 0, in_size - 1), w / w.sum())
+    return m.astype(np.float32)
+
+
 @register("Resize", "Upsample")
 def resize(ctx: GradContext):
     constant_params(ctx, "scales and sizes")
@@ -94,9 +119,10 @@ def resize(ctx: GradContext):
     nearest_mode = nearest_mode.decode() if isinstance(nearest_mode, bytes) else nearest_mode
     policy = ctx.attr("keep_aspect_ratio_policy", "stretch")
     policy = policy.decode() if isinstance(policy, bytes) else policy
-    if mode not in ("nearest", "linear", "cubic") or int(ctx.attr("antialias", 0)) or ctm == "tf_crop_and_resize" \
+    antialias = bool(int(ctx.attr("antialias", 0))) and mode != "nearest"
+    if mode not in ("nearest", "linear", "cubic") or ctm == "tf_crop_and_resize" \
             or ctx.attr("axes") is not None or policy != "stretch":
-        raise ctx.fail(f"only nearest/linear/cubic resizing without antialias, crop or axes is supported (mode '{mode}', "
+        raise ctx.fail(f"only nearest/linear/cubic resizing without crop or axes is supported (mode '{mode}', "
                        f"coordinate_transformation_mode '{ctm}')")
     scales = None
     if ctx.node.op == "Resize" and ctx.has_input(2):
@@ -113,7 +139,9 @@ def resize(ctx: GradContext):
         if a < 2 or not (static(sx[a]) and static(sy[a])):
             raise ctx.fail(f"needs static spatial sizes and no resizing of batch or channels, got {sx} -> {sy}")
         scale = float(scales[a]) if scales is not None else int(sy[a]) / int(sx[a])
-        m = resize_matrix(int(sx[a]), int(sy[a]), scale, mode, ctm, nearest_mode,
-                          float(ctx.attr("cubic_coeff_a", -0.75)), bool(int(ctx.attr("exclude_outside", 0))))
+        cubic_a = float(ctx.attr("cubic_coeff_a", -0.75))
+        exclude = bool(int(ctx.attr("exclude_outside", 0)))
+        m = antialias_matrix(int(sx[a]), int(sy[a]), scale, mode, ctm, cubic_a, exclude) if antialias else \
+            resize_matrix(int(sx[a]), int(sy[a]), scale, mode, ctm, nearest_mode, cubic_a, exclude)
         g = scatter_along(ctx, g, a, rank, m)
     return [g] + [None] * (len(ctx.node.inputs) - 1)
