@@ -797,3 +797,31 @@ def test_antialiased_resize(case):
     rng = rng_for("antialias", name)
     m = single_op("Resize", shape, [X, "", "scales"], {"scales": f32(scales)}, opset=18, antialias=1, **attrs)
     check_against_fd(m, randn(rng, *shape))
+
+
+def test_cast_like_mean_sin_cos():
+    rng = rng_for("castlike")
+    nodes = [h.make_node("CastLike", [X, "like"], ["c"]), h.make_node("Sin", ["c"], ["s"]),
+             h.make_node("Cos", [X], ["k"]), h.make_node("Mean", ["s", "k", "b"], [Y])]
+    m = make_model(nodes, XS, {"like": f32(0), "b": randn(rng, 3, 1, 1)})
+    check_against_fd(m, randn(rng, *XS, scale=2.0), eps=1e-3, rtol=2e-3, atol_rel=2e-3)
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_reduce_log_sum(keepdims):
+    rng = rng_for("logsum", keepdims)
+    m = single_op("ReduceLogSum", XS, [X, "axes"], {"axes": np.array([1, 3], np.int64)}, opset=18, keepdims=keepdims)
+    check_against_fd(m, f32(rng.uniform(0.5, 2.0, XS)), eps=1e-3, rtol=2e-3, atol_rel=2e-3)
+
+
+def test_mean_variance_normalization():
+    rng = rng_for("mvn")
+    m = single_op("MeanVarianceNormalization", XS, axes=[2, 3])
+    check_against_fd(m, randn(rng, *XS), eps=2e-3, rtol=2e-3, atol_rel=2e-3)
+
+
+def test_gather_nd():
+    rng = rng_for("gathernd")
+    idx = np.array([[[0, 1], [1, 2], [0, 1]], [[1, 0], [0, 0], [1, 1]]], np.int64)  # [2, 3, 2]: repeats add
+    m = single_op("GatherND", (2, 3, 4), [X, "i"], {"i": idx})
+    check_against_fd(m, randn(rng, 2, 3, 4), batched=False)

@@ -105,6 +105,17 @@ def gather_elements(ctx: GradContext):
                                                                   "reduction": "add"}), None]
 
 
+@register("GatherND")
+def gather_nd(ctx: GradContext):
+    """y = x[idx[..., :]] (batch_dims 0): scatter g back with ScatterND, adding where indices repeat."""
+    if ctx.needs(1):
+        raise ctx.fail("gather indices are not differentiable")
+    if int(ctx.attr("batch_dims", 0)):
+        raise ctx.fail("only batch_dims=0 is supported")
+    zero = zeros_like(ctx, ctx.I(0))
+    return [ctx.e.op("ScatterND", [zero, ctx.I(1), ctx.GO(0)], {"reduction": "add"}), None]
+
+
 @register("ScatterElements", "ScatterND")
 def scatter(ctx: GradContext):
     """data's gradient is g with the overwritten positions zeroed (kept with reduction='add'); the updates'

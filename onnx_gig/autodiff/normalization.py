@@ -63,7 +63,8 @@ def lrn(ctx: GradContext):
 
 
 # -- layer and instance normalisation ---------------------------------------------------------------------
-def _normalise_grad(ctx: GradContext, axes: list[int], scale, x=None, g=None, count: int | None = None):
+def _normalise_grad(ctx: GradContext, axes: list[int], scale, x=None, g=None, count: int | None = None,
+                    eps: float | None = None):
     """y = (x - mean) / sqrt(var + eps) * scale + bias over ``axes``: the input gradient.
 
     dx = rstd (gs - mean(gs) - xhat mean(gs xhat)), gs = g * scale (means over ``axes``). ``x``, ``g`` default to
@@ -80,7 +81,7 @@ def _normalise_grad(ctx: GradContext, axes: list[int], scale, x=None, g=None, co
             raise ctx.fail(f"needs static sizes on the normalised axes, got {sx}")
         count = int(np.prod([int(d) for d in sizes]))
     inv_n = F(1.0 / float(count))
-    eps = F(float(ctx.attr("epsilon", 1e-5)))
+    eps = F(float(ctx.attr("epsilon", 1e-5)) if eps is None else eps)
 
     def mean(t):
         return e.mul(e.reduce_sum(t, axes, keepdims=True), inv_n)
@@ -146,3 +147,13 @@ def lp_norm(ctx: GradContext):
     norm = e.sqrt(norm) if p == 2 else norm
     s = y if p == 2 else e.op("Sign", [x])
     return [e.div(e.sub(g, e.mul(s, e.reduce_sum(e.mul(g, y), [axis], keepdims=True))), norm)]
+
+
+@register("MeanVarianceNormalization")
+def mean_variance_norm(ctx: GradContext):
+    """(x - mean) / sqrt(var) over ``axes`` (default N, H, W): the layer-norm gradient with onnxruntime's 1e-9."""
+    rank = len(ctx.shape(ctx.I(0)))
+    axes = sorted(int(a) % rank for a in ctx.attr("axes", [0, 2, 3]))
+    if 0 in axes:
+        raise ctx.fail("normalising over the batch axis mixes images; only axes without 0 are supported")
+    return [_normalise_grad(ctx, axes, None, eps=1e-9)]

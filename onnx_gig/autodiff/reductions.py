@@ -51,9 +51,10 @@ def _broadcast_back(ctx: GradContext, t):
     return ctx.e.unsqueeze(t, axes) if axes and not int(ctx.attr("keepdims", 1)) else t
 
 
-@register("ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp", "ReduceProd")
+@register("ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp", "ReduceLogSum", "ReduceProd")
 def reduce_smooth(ctx: GradContext):
-    """dx = g * dy/dx: sign(x) (L1), x / y (L2), 2x (SumSquare), exp(x - y) (LogSumExp), y / x (Prod).
+    """dx = g * dy/dx: sign(x) (L1), x / y (L2), 2x (SumSquare), exp(x - y) (LogSumExp), exp(-y) (LogSum),
+    y / x (Prod).
 
     L2 where y = 0 (an all-zero slice) and Prod at x = 0 have no finite formula here: those slices get 0
     (L2) or are undefined (Prod with a zero factor).
@@ -70,6 +71,8 @@ def reduce_smooth(ctx: GradContext):
         d = e.mul(x, F(2))
     elif op == "ReduceLogSumExp":
         d = e.exp(e.sub(x, y))
+    elif op == "ReduceLogSum":  # 1 / sum(x), the same for every x of the slice
+        return [e.expand(e.mul(g, e.exp(e.neg(y))), e.shape(x))]
     else:
         d = e.div(y, x)
     return [e.mul(g, d)]
