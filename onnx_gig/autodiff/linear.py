@@ -135,8 +135,11 @@ def conv_transpose(ctx: GradContext):
     if crop:  # output positions no input reaches (an output_shape larger than the full transposed output)
         g = e.slice(g, [c[1] for c in crop], [c[2] for c in crop], [2 + c[0] for c in crop])
     pads = [max(0, b) for b in begin] + [max(0, en) for en in end]
+    group = int(ctx.attr("group", 1))
+    if isinstance(w, gs.Constant) and ctx.shape(w)[0] == ctx.shape(w)[1] * group:
+        w = e.const(np.array(w.values, copy=True), hint="conv_w")  # OpenVINO: no square weight shared by both
     return [e.op("Conv", [g, w], {"strides": strides, "dilations": dil, "pads": pads,
-                                  "group": int(ctx.attr("group", 1)), "kernel_shape": kernel}), None, None][
+                                  "group": group, "kernel_shape": kernel}), None, None][
         :len(ctx.node.inputs)]
 
 
