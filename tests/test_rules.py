@@ -700,6 +700,7 @@ def test_scatter(op, reduction):
     ("bij->bj", ((2, 3, 4),)),
     ("...ij,jk->...ik", ((1, 2, 3, 4), (4, 5))),
     ("bi,bi->b", ((2, 5), (2, 5))),
+    ("ij,jk", ((2, 3), (3, 4))),  # implicit output: ik
 ])
 def test_einsum(equation, shapes):
     """The first operand is x; the second a constant, or x itself when the shapes agree (both operands differentiated)."""
@@ -825,3 +826,10 @@ def test_gather_nd():
     idx = np.array([[[0, 1], [1, 2], [0, 1]], [[1, 0], [0, 0], [1, 1]]], np.int64)  # [2, 3, 2]: repeats add
     m = single_op("GatherND", (2, 3, 4), [X, "i"], {"i": idx})
     check_against_fd(m, randn(rng, 2, 3, 4), batched=False)
+
+
+def test_einsum_broadcast_is_refused_by_name():
+    """Ellipsis dimensions that broadcast (2 against 1) would need a sum the rule does not build: refused."""
+    m = single_op("Einsum", (1, 2, 3, 4), [X, "B"], {"B": f32(np.ones((1, 1, 4, 5)))}, equation="...ij,...jk->...ik")
+    with pytest.raises(UnsupportedOpError, match="broadcasting inside Einsum"):
+        build_vjp(m)

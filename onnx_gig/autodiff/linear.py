@@ -171,6 +171,11 @@ def einsum(ctx: GradContext):
     """
     e = ctx.e
     terms, out = _einsum_terms(ctx)
+    sizes: dict[str, object] = {}
+    for i, term in enumerate(terms):
+        for c, d in zip(term, ctx.shape(ctx.I(i))):
+            if sizes.setdefault(c, d) != d and isinstance(d, (int, np.integer)) and isinstance(sizes[c], (int, np.integer)):
+                raise ctx.fail(f"index '{c}' has sizes {sizes[c]} and {d}: broadcasting inside Einsum is not supported")
     grads = []
     for k, term in enumerate(terms):
         if not ctx.needs(k):
