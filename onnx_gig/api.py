@@ -24,6 +24,7 @@ from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options, render_figu
 from .imageio import METADATA_KEY, Preprocess, load_input, make_baseline
 from .integrate import META_PREFIX, build_ig_model
 from .loader import check_external_data, load_model, normalise, read_model_proto
+from .precision import precision_note
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
 from .runtime import GigModel, parse_memory
 
@@ -74,10 +75,11 @@ class ConvertResult:
 def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, method: str = "gnl-ig",
             input_name: Optional[str] = None, output_name: Optional[str] = None,
             preprocess: Optional[Preprocess] = None, labels: Optional[Sequence[str]] = None,
-            overwrite: bool = True) -> ConvertResult:
+            overwrite: bool = True, fp16: bool = False) -> ConvertResult:
     """Write the IG model of ``model`` (default: beside it, named *_gig.onnx); never overwrites the input.
 
-    An existing output is replaced only when ``overwrite`` (the CLI passes ``--force``).
+    An existing output is replaced only when ``overwrite`` (the CLI passes ``--force``). ``fp16`` builds the
+    IG graph in float16 (for the CUDA provider); by default it is float32, float16 models included.
     """
     t0 = time.perf_counter()
     src = Path(model)
@@ -89,9 +91,9 @@ def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, m
     _refuse_converted(proto, src)
     if output_name is None:
         _refuse_ambiguous_outputs(proto)
+    notes: list[str] = [n for n in [precision_note(proto)] if n]
     fg = normalise(proto, input_name, output_name)
     _check_supported(fg, rules)
-    notes: list[str] = []
     meta: dict[str, str] = {}
     if preprocess is not None:
         meta[METADATA_KEY] = preprocess.to_json()
@@ -107,7 +109,7 @@ def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, m
         if fg.num_classes is not None and len(labels) != fg.num_classes:
             raise InputError(f"{len(labels)} labels given but the model has {fg.num_classes} classes")
         meta[LABELS_KEY] = json.dumps(labels)
-    ig = build_ig_model(fg, rules, meta)
+    ig = build_ig_model(fg, rules, meta, fp16=fp16)
     save_model(ig, out, protect=(src,))
     return ConvertResult(out, rules.name, fg.input_name, fg.score_name, fg.num_classes,
                          time.perf_counter() - t0, notes)

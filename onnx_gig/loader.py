@@ -406,7 +406,7 @@ def _runtime_pool_pads(node: onnx.NodeProto, in_dims: list) -> Optional[tuple[li
     spatial = list(in_dims[2:])
     if not spatial or not all(isinstance(d, int) and d > 0 for d in spatial):
         return None
-    from .autodiff.rules import conv_geometry  # the rules' own pool arithmetic, so both agree
+    from .autodiff.common import conv_geometry  # the rules' own pool arithmetic, so both agree
 
     a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
     a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in a.items()}
@@ -435,11 +435,20 @@ def _runtime_pool_pads(node: onnx.NodeProto, in_dims: list) -> Optional[tuple[li
     return pads[:n] + ends, out
 
 
+def _as_float32(model: onnx.ModelProto) -> None:
+    """Float16 and QDQ-quantized models become their float32 graphs (precision.py says how)."""
+    from .precision import dequantize_qdq, float16_as_float32
+
+    float16_as_float32(model)
+    dequantize_qdq(model)
+
+
 def normalise(model: onnx.ModelProto, input_name: Optional[str] = None,
               output_name: Optional[str] = None) -> ForwardGraph:
     """Return the model as a :class:`ForwardGraph` ready for the backward builder."""
     metadata = {p.key: p.value for p in model.metadata_props}
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    _as_float32(model)
     graph = model.graph
     inits = {i.name for i in graph.initializer}
     kept = [i for i in graph.input if i.name not in inits]

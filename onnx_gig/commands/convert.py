@@ -30,6 +30,9 @@ def configure(c: argparse.ArgumentParser) -> None:
     g.add_argument("--layout", choices=["NCHW", "NHWC"], help="input layout")
     g.add_argument("--bgr", action="store_true", help="the model expects BGR channel order")
     c.add_argument("--labels", help="class names: a text file with one per line, or a JSON list")
+    c.add_argument("--fp16", action="store_true",
+                   help="build the attribution graph in float16 (for the CUDA provider; onnxruntime's CPU provider "
+                        "lacks float16 kernels). Default: float32, also for float16 models")
     c.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
 
 
@@ -45,7 +48,8 @@ def run(a: argparse.Namespace) -> int:
                         scale=a.scale if a.scale is not None else base.scale,
                         mean=a.mean or base.mean, std=a.std or base.std)
     labels = load_labels(a.labels) if a.labels else None
-    r = convert(a.model, a.output, a.method, a.input_name, a.output_name, pp, labels, overwrite=a.force)
+    r = convert(a.model, a.output, a.method, a.input_name, a.output_name, pp, labels, overwrite=a.force,
+                fp16=a.fp16)
     for n in r.notes:
         print(f"note: {n}", file=sys.stderr)
     classes = f", {r.num_classes} classes" if r.num_classes else ""

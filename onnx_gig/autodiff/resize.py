@@ -1,0 +1,147 @@
+"""Resize family: nearest, linear and cubic Resize/Upsample with static sizes, as interpolation matrices.
+
+Resize is linear in its input: along each resized axis out = M @ in with M built here exactly as ONNX
+computes it, so the gradient is g @ M along that axis (common.scatter_along).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .common import constant_params, scatter_along, static
+from .registry import GradContext, register
+
+
+def _source_coordinate(mode: str, i: np.ndarray, scale: float, in_size: int, out_size: int) -> np.ndarray:
+    if mode == "asymmetric":
+        return i / scale
+    if mode == "half_pixel":
+        return (i + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return (i + 0.5) / scale - 0.5 if out_size > 1 else np.zeros_like(i, dtype=np.float64)
+    if mode == "align_corners":
+        return i * (in_size - 1) / (out_size - 1) if out_size > 1 else np.zeros_like(i, dtype=np.float64)
+    if mode == "half_pixel_symmetric":
+        adj = out_size / (scale * in_size)
+        center = in_size / 2
+        off = center * (1 - adj)
+        return off + (i + 0.5) / scale - 0.5
+    raise ValueError(mode)
+
+
+def _nearest(x: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "round_prefer_ceil":
+        return np.floor(x + 0.5)
+    if mode == "floor":
+        return np.floor(x)
+    if mode == "ceil":
+        return np.ceil(x)
+    return np.ceil(x - 0.5)  # round_prefer_floor (the default)
+
+
+def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
+    """Keys' cubic convolution weights of the taps at -1, 0, 1, 2 around a point t in [0, 1) past the floor."""
+    def w(d):
+        d = np.abs(d)
+        near = ((a + 2) * d - (a + 3)) * d * d + 1
+        far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+        return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+    return np.stack([w(t + 1), w(t), w(1 - t), w(2 - t)], axis=1)
+
+
+def resize_matrix(in_size: int, out_size: int, scale: float, mode: str, ctm: str, nearest_mode: str,
+                  cubic_a: float = -0.75, exclude_outside: bool = False) -> np.ndarray:
+    """[out, in] weights with out = M @ in along one axis, as ONNX Resize computes it (no antialias).
+
+    Cubic: Keys' kernel with ``cubic_a``; taps outside the input repeat the edge, or with ``exclude_outside``
+    get weight 0 and the rest are renormalised.
+    """
+    i = np.arange(out_size, dtype=np.float64)
+    xs = _source_coordinate(ctm, i, scale, in_size, out_size)
+    m = np.zeros((out_size, in_size), np.float64)
+    rows = np.arange(out_size)
+    if mode == "nearest":
+        j = np.clip(_nearest(xs, nearest_mode).astype(np.int64), 0, in_size - 1)
+        m[rows, j] = 1
+    elif mode == "cubic":
+        j0 = np.floor(xs).astype(np.int64)
+        w = _cubic_weights(xs - j0, cubic_a)
+        taps = j0[:, None] + np.arange(-1, 3)[None, :]
+        if exclude_outside:
+            w = np.where((taps >= 0) & (taps < in_size), w, 0.0)
+            w = w / w.sum(1, keepdims=True)
+        np.add.at(m, (np.repeat(rows, 4), np.clip(taps, 0, in_size - 1).reshape(-1)), w.reshape(-1))
+    else:  # linear
+        xs = np.clip(xs, 0, in_size - 1)
+        j0 = np.floor(xs).astype(np.int64)
+        j1 = np.minimum(j0 + 1, in_size - 1)
+        w1 = xs - j0
+        np.add.at(m, (rows, j0), 1 - w1)
+        np.add.at(m, (rows, j1), w1)
+    return m.astype(np.float32)
+
+
+def antialias_matrix(in_size: int, out_size: int, scale: float, mode: str, ctm: str, cubic_a: float,
+                     exclude_outside: bool = False) -> np.ndarray:
+    """[out, in] weights of an antialiased linear/cubic Resize as onnxruntime computes it: the filter stretched
+    by 1/scale when shrinking and normalised to sum 1; taps past the edge repeat the edge value, or with
+    ``exclude_outside`` are dropped and the rest renormalised."""
+    shrink = 1.0 / scale
+    half = (1.0 if mode == "linear" else 2.0) * max(shrink, 1.0)
+    stretch = 1.0 / shrink if shrink >= 1.0 else 1.0
+    m = np.zeros((out_size, in_size), np.float64)
+    centers = _source_coordinate(ctm, np.arange(out_size, dtype=np.float64), scale, in_size, out_size) + 0.5
+    for i, c in enumerate(centers):
+        taps = np.arange(int(np.floor(c - half + 0.5)), int(np.floor(c + half + 0.5)))
+        d = np.abs((taps - c + 0.5) * stretch)
+        if mode == "linear":
+            w = np.maximum(0.0, 1.0 - d)
+        else:
+            w = np.where(d < 1, ((cubic_a + 2) * d - (cubic_a + 3)) * d * d + 1,
+                         np.where(d < 2, ((cubic_a * d - 5 * cubic_a) * d + 8 * cubic_a) * d - 4 * cubic_a, 0.0))
+        if exclude_outside:
+            w = np.where((taps >= 0) & (taps < in_size), w, 0.0)
+        if w.sum() != 0:
+            np.add.at(m[i], np.clip(taps, 0, in_size - 1), w / w.sum())
+    return m.astype(np.float32)
+
+
+@register("Resize", "Upsample")
+def resize(ctx: GradContext):
+    constant_params(ctx, "scales and sizes")
+    x, y = ctx.I(0), ctx.O(0)
+    sx, sy = ctx.shape(x), ctx.shape(y)
+    rank = len(sx)
+    mode = ctx.attr("mode", "nearest")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    ctm = ctx.attr("coordinate_transformation_mode", "half_pixel" if ctx.node.op == "Resize" else "asymmetric")
+    ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
+    nearest_mode = ctx.attr("nearest_mode", "round_prefer_floor" if ctx.node.op == "Resize" else "floor")
+    nearest_mode = nearest_mode.decode() if isinstance(nearest_mode, bytes) else nearest_mode
+    policy = ctx.attr("keep_aspect_ratio_policy", "stretch")
+    policy = policy.decode() if isinstance(policy, bytes) else policy
+    antialias = bool(int(ctx.attr("antialias", 0))) and mode != "nearest"
+    if mode not in ("nearest", "linear", "cubic") or ctm == "tf_crop_and_resize" \
+            or ctx.attr("axes") is not None or policy != "stretch":
+        raise ctx.fail(f"only nearest/linear/cubic resizing without crop or axes is supported (mode '{mode}', "
+                       f"coordinate_transformation_mode '{ctm}')")
+    scales = None
+    if ctx.node.op == "Resize" and ctx.has_input(2):
+        scales = ctx.const_value(2)
+    elif ctx.node.op == "Upsample":
+        scales = ctx.const_value(1) if ctx.has_input(1) else np.asarray(ctx.attr("scales"), np.float32)
+    if scales is not None and scales.size == 0:
+        scales = None
+    g = ctx.GO(0)
+    for a in range(rank):
+        if (scales is not None and float(scales[a]) == 1.0) or (scales is None and sx[a] == sy[a]) \
+                or (scales is None and a == 0 and not static(sx[a])):
+            continue
+        if a < 2 or not (static(sx[a]) and static(sy[a])):
+            raise ctx.fail(f"needs static spatial sizes and no resizing of batch or channels, got {sx} -> {sy}")
+        scale = float(scales[a]) if scales is not None else int(sy[a]) / int(sx[a])
+        cubic_a = float(ctx.attr("cubic_coeff_a", -0.75))
+        exclude = bool(int(ctx.attr("exclude_outside", 0)))
+        m = antialias_matrix(int(sx[a]), int(sy[a]), scale, mode, ctm, cubic_a, exclude) if antialias else \
+            resize_matrix(int(sx[a]), int(sy[a]), scale, mode, ctm, nearest_mode, cubic_a, exclude)
+        g = scatter_along(ctx, g, a, rank, m)
+    return [g] + [None] * (len(ctx.node.inputs) - 1)
