@@ -21,7 +21,7 @@ from .errors import GigError, InputError
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
 from .imageio import Preprocess, load_input, make_baseline
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
-from .runtime import GigModel, parse_memory
+from .runtime import GigModel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
 MAX_BATCH_IMAGES = 64  # images in flight at most by default: the progress bar moves, results stream out
@@ -99,10 +99,7 @@ class ExplainOptions:
 
         check_steps(self.steps, self.rule)
         if self.target is not None:
-            check_target(self.target)
-            if num_classes is not None and self.target >= num_classes:
-                raise InputError(f"--target {self.target} is out of range: the model has {num_classes} classes "
-                                 f"(0..{num_classes - 1})")
+            check_target(self.target, num_classes)
         if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
             raise InputError(f"top must be a positive whole number, got {self.top!r}")
         check_map_options(self.clip_percentile, self.sign, self.alpha, self.cmap)
@@ -168,7 +165,7 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
     A file that cannot be read (or whose attributions come out non-finite) gives a result with ``error``;
     images x steps run in ``gm``'s memory-bounded chunks. Results come back in the items' order.
     """
-    from .api import _ort_errors, label_of, softmax
+    from .api import label_of, run_explain, softmax, top_classes
 
     pp = preprocess_of(gm)
     results = [ImageResult(index=int(i), path=str(p), method=gm.method, layout=pp.layout, batch=batch)
@@ -188,15 +185,7 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
         good.append(r)
     if not good:
         return results
-    try:
-        ex = gm.explain(np.stack(xs), np.stack(bs), options.target, options.steps, options.rule)
-    except GigError:
-        raise
-    except _ort_errors() as exc:
-        from .errors import ModelError
-
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"onnxruntime failed while running {gm.path}: {first}") from exc
+    ex = run_explain(gm, np.stack(xs), np.stack(bs), options.target, options.steps, options.rule)
     labels = gm.labels
     deltas = ex.convergence_delta
     for k, r in enumerate(good):
@@ -211,7 +200,7 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
         r.attributions = attr.astype(np.float32, copy=False)
         r.target, r.label, r.probability = t, label_of(labels, t), float(probs[t])
         r.target_score, r.baseline_score = float(scores[0]), float(scores[1])
-        r.top = [(int(c), label_of(labels, int(c)), float(probs[c])) for c in np.argsort(-probs)[:options.top]]
+        r.top = top_classes(probs, labels, options.top)
         r.convergence_delta = float(deltas[k]) if gm.method == "ig" else None
     return results
 
@@ -240,9 +229,9 @@ def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.P
                                      or batch_images < 1):
         raise InputError(f"batch_images must be a positive whole number, got {batch_images!r}")
     options.check()
-    budget = parse_memory(max_memory)
-    if budget is not None and budget <= 0:
-        raise InputError(f"--max-memory must be a positive size such as 2G or 512M, got {max_memory!r}")
+    from .api import check_budget
+
+    budget = check_budget(max_memory)
     return _iterate(model, files, missing, options, batch_images, device, budget, threads, progress)
 
 
