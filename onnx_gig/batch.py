@@ -143,9 +143,9 @@ class ImageResult:
 
 
 def error_line(exc: BaseException, path: str) -> str:
-    """An error as one line without the path prefix that load_image puts in front."""
+    """An error as one line without the path prefix that load_image (or load_input's .npy reader) puts in front."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    for prefix in (f"{path}: ", f"{Path(path)}: "):
+    for prefix in (f"{path}: ", f"{Path(path)}: ", f"input {path}: ", f"input {Path(path)}: "):
         if text.startswith(prefix):
             return text[len(prefix):]
     return text if isinstance(exc, GigError) else f"{type(exc).__name__}: {text}"

@@ -153,6 +153,7 @@ def test_explain_arrays_isolates_a_bad_file_and_reports_ig_completeness(tmp_path
     res = explain_arrays(ig, [(7, str(PHOTOS / "coffee.png")), (3, str(tmp_path / "bad.npy"))],
                          ExplainOptions(steps=STEPS, target=967))
     assert [r.index for r in res] == [7, 3] and res[0].ok and not res[1].ok and "\n" not in res[1].error
+    assert "bad.npy" not in res[1].error and "not a readable .npy" in res[1].error  # the path is said once, by the row
     r = res[0]
     assert r.target == 967
     gap = r.attributions.sum() - (r.target_score - r.baseline_score)
