@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import GigError, InputError
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
-from .imageio import Preprocess, load_input, make_baseline
+from .imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel
 
@@ -100,6 +100,9 @@ class ExplainOptions:
         check_steps(self.steps, self.rule)
         if self.target is not None:
             check_target(self.target, num_classes)
+        if not _shared_baseline(self.baseline) and str(self.baseline).strip().lower() not in BASELINE_KINDS:
+            raise InputError(f"--baseline {self.baseline}: neither one of {', '.join(BASELINE_KINDS)} nor a .npy "
+                             "file here")
         if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
             raise InputError(f"top must be a positive whole number, got {self.top!r}")
         check_map_options(self.clip_percentile, self.sign, self.alpha, self.cmap)
@@ -170,22 +173,21 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
     pp = preprocess_of(gm)
     results = [ImageResult(index=int(i), path=str(p), method=gm.method, layout=pp.layout, batch=batch)
                for i, p in items]
-    xs, bs, good = [], [], []
+    xs, good = [], []
     for r in results:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. "only 20x20 pixels": one image among many, not worth a line
                 x, r.photo = load_input(r.path, pp, gm.input_shape)
-                b = make_baseline(options.baseline, x, r.photo, pp)
         except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
             r.error = error_line(exc, r.path)
             continue
         xs.append(x)
-        bs.append(b)
         good.append(r)
     if not good:
         return results
-    ex = run_explain(gm, np.stack(xs), np.stack(bs), options.target, options.steps, options.rule)
+    ex = run_explain(gm, np.stack(xs), baselines(options.baseline, xs, [r.photo for r in good], pp),
+                     options.target, options.steps, options.rule)
     labels = gm.labels
     deltas = ex.convergence_delta
     for k, r in enumerate(good):
@@ -203,6 +205,22 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
         r.top = top_classes(probs, labels, options.top)
         r.convergence_delta = float(deltas[k]) if gm.method == "ig" else None
     return results
+
+
+def _shared_baseline(kind: str) -> bool:
+    """Whether ``kind`` is one baseline for every image: zeros, black, white or a .npy file (not blur)."""
+    key = str(kind).strip().lower()
+    return key in ("zeros", "black", "white") or (key not in BASELINE_KINDS and Path(str(kind)).is_file())
+
+
+def baselines(kind: str, xs: Sequence[np.ndarray], photos: Sequence[Any], pp: Preprocess) -> np.ndarray:
+    """The batch's baselines: one made (a .npy read) once and broadcast, or one per image for ``blur``.
+
+    A baseline that cannot be made is the run's problem, not one image's: its InputError goes to the caller.
+    """
+    if _shared_baseline(kind):
+        return make_baseline(kind, xs[0], photos[0], pp)[None]
+    return np.stack([make_baseline(kind, x, p, pp) for x, p in zip(xs, photos)])
 
 
 def batch_images_for(gm: GigModel, steps: int) -> int:
@@ -272,5 +290,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "batch_images_for", "collect_inputs",
+__all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "baselines", "batch_images_for", "collect_inputs",
            "explain_arrays", "explain_many", "preprocess_of"]
