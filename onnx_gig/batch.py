@@ -281,14 +281,5 @@ def _iterate(model, files, missing, options, batch_images, device, budget, threa
         bar.close()
 
 
-def __getattr__(name: str):
-    """``batch.ResultWriter`` is ``writer.ResultWriter`` (it lives there: writing is its own concern)."""
-    if name == "ResultWriter":
-        from .writer import ResultWriter
-
-        return ResultWriter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "baselines", "batch_images_for", "collect_inputs",
            "explain_arrays", "explain_many", "preprocess_of"]
