@@ -13,7 +13,6 @@ import importlib.util
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import stop_server
 from onnx_gig import GigModel, convert, explain
 from onnx_gig.imageio import Preprocess, load_input
 from onnx_gig.serving.service import decode_tensor, encode_photo
@@ -103,13 +103,7 @@ def server(small_gig, demo_gig, tmp_path_factory):
             time.sleep(0.3)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_server(proc)
 
 
 def local(model: Path, photo: Path, target, **kw):
