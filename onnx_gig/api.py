@@ -208,6 +208,12 @@ def run_explain(gm: GigModel, x: np.ndarray, b: np.ndarray, target: Optional[int
         raise ModelError(f"onnxruntime failed while running {gm.path}: {first}") from exc
 
 
+def check_threads(threads: object) -> None:
+    """``--threads``: None (all cores) or a positive whole number (0 would silently mean all cores)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise InputError(f"--threads must be a positive integer, got {threads!r}")
+
+
 def check_budget(max_memory: int | str | None) -> Optional[int]:
     """``--max-memory`` in bytes (None: the default budget); refuses zero or a negative size in one line."""
     budget = parse_memory(max_memory)
@@ -236,8 +242,7 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     if target is not None:
         check_target(target)
     budget = check_budget(max_memory)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
-        raise InputError(f"--threads must be a positive integer, got {threads!r}")
+    check_threads(threads)
 
     model_path = model.path if isinstance(model, GigModel) else Path(model)
     figure = (Path(out) if out is not None else Path.cwd() / (Path(image).stem + "_gig.png")) if draw else None

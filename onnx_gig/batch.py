@@ -247,9 +247,10 @@ def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.P
                                      or batch_images < 1):
         raise InputError(f"batch_images must be a positive whole number, got {batch_images!r}")
     options.check()
-    from .api import check_budget
+    from .api import check_budget, check_threads
 
     budget = check_budget(max_memory)
+    check_threads(threads)
     return _iterate(model, files, missing, options, batch_images, device, budget, threads, progress)
 
 

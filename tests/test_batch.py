@@ -105,6 +105,9 @@ def test_explain_many_refuses_bad_options_before_any_session(tmp_path):
             explain_many(tmp_path / "no-model.onnx", [PHOTOS], ExplainOptions(**bad))  # raises at the call
     with pytest.raises(InputError):
         explain_many(tmp_path / "no-model.onnx", [PHOTOS], batch_images=0)
+    for bad in (dict(threads=0), dict(max_memory="0")):  # as explain() refuses them
+        with pytest.raises(InputError, match=f"--{next(iter(bad)).replace('_', '-')}"):
+            explain_many(tmp_path / "no-model.onnx", [PHOTOS], **bad)
 
 
 def test_cli_refuses_single_image_outputs_with_several_inputs(demo_gig, tmp_path):
