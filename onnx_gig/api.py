@@ -306,9 +306,12 @@ def warn_if_tight(gm: GigModel) -> None:
 
 def figure_title(label: str, prob: float, method: str, steps: int, rule: str, baseline: str,
                  clip_percentile: float = DEFAULT_CLIP) -> str:
-    """The figure's one-line caption: class, probability, how it was explained, how the map is scaled."""
+    """The figure's one-line caption: class, probability, how it was explained, how the map is scaled.
+
+    A baseline file is named without its folder, so a long path does not push the rest off the figure.
+    """
     clip = "" if clip_percentile >= 100 else f", map clipped at p{clip_percentile:g}"
-    return f"{label} ({prob:.1%})  |  {method}, {steps} steps {rule}, baseline {baseline}{clip}"
+    return f"{label} ({prob:.1%})  |  {method}, {steps} steps {rule}, baseline {Path(str(baseline)).name}{clip}"
 
 
 def check_steps(steps: object, rule: str = DEFAULT_RULE) -> None:
