@@ -223,3 +223,19 @@ def test_client_example_writes_the_heatmap(server, tmp_path, protocol):
     assert "class 281 'tabby, tabby cat'" in done.stdout
     with Image.open(out) as im:
         assert im.format == "PNG" and im.width > 2 * im.height
+
+
+def test_a_port_in_use_is_one_line_before_any_model_loads(tmp_path):
+    """serve and view check the port first: exit 2 and one line, not uvicorn's log after the start-up."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for cmd in (["serve"], ["view", "--no-browser"]):
+            done = subprocess.run([sys.executable, "-m", "onnx_gig.cli", *cmd, str(tmp_path / "none_gig.onnx"),
+                                   "--port", str(port)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+            assert done.returncode == 2, done.stderr
+            line = done.stderr.strip()
+            assert "\n" not in line and line.startswith(f"onnx-gig: error: cannot listen on 127.0.0.1 port {port}: ")
+            assert line.endswith("; choose another --port"), line
+    assert list(tmp_path.iterdir()) == []
