@@ -100,7 +100,7 @@ class ExplainOptions:
         check_steps(self.steps, self.rule)
         if self.target is not None:
             check_target(self.target, num_classes)
-        if not _shared_baseline(self.baseline) and str(self.baseline).strip().lower() not in BASELINE_KINDS:
+        if str(self.baseline).strip().lower() not in BASELINE_KINDS and not Path(str(self.baseline)).is_file():
             raise InputError(f"--baseline {self.baseline}: neither one of {', '.join(BASELINE_KINDS)} nor a .npy "
                              "file here")
         if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
