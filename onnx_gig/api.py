@@ -193,6 +193,37 @@ def label_of(labels: Optional[Sequence[str]], k: int) -> str:
     return labels[k] if labels and 0 <= k < len(labels) else f"class {k}"
 
 
+def top_classes(probs: np.ndarray, labels: Optional[Sequence[str]], k: int) -> list[tuple[int, str, float]]:
+    """The ``k`` most probable classes as (class, label, probability), most probable first."""
+    return [(int(c), label_of(labels, int(c)), float(probs[c])) for c in np.argsort(-probs)[:k]]
+
+
+def run_explain(gm: GigModel, x: np.ndarray, b: np.ndarray, target: Optional[int], steps: int, rule: str,
+                progress: bool = False):
+    """``gm.explain`` with onnxruntime's own failures as one readable :class:`ModelError`."""
+    try:
+        return gm.explain(x, b, target, steps, rule, progress=progress)
+    except GigError:
+        raise
+    except _ort_errors() as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"onnxruntime failed while running {gm.path}: {first}") from exc
+
+
+def check_threads(threads: object) -> None:
+    """``--threads``: None (all cores) or a positive whole number (0 would silently mean all cores)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise InputError(f"--threads must be a positive integer, got {threads!r}")
+
+
+def check_budget(max_memory: int | str | None) -> Optional[int]:
+    """``--max-memory`` in bytes (None: the default budget); refuses zero or a negative size in one line."""
+    budget = parse_memory(max_memory)
+    if budget is not None and budget <= 0:
+        raise InputError(f"--max-memory must be a positive size such as 2G or 512M, got {max_memory!r}")
+    return budget
+
+
 def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, target: Optional[int] = None,
             steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE, baseline: str = "zeros",
             out: str | os.PathLike | None = None, save_npy: str | os.PathLike | None = None,
@@ -212,11 +243,8 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     check_map_options(clip_percentile, sign, alpha, cmap)
     if target is not None:
         check_target(target)
-    budget = parse_memory(max_memory)
-    if budget is not None and budget <= 0:
-        raise InputError(f"--max-memory must be a positive size such as 2G or 512M, got {max_memory!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
-        raise InputError(f"--threads must be a positive integer, got {threads!r}")
+    budget = check_budget(max_memory)
+    check_threads(threads)
 
     model_path = model.path if isinstance(model, GigModel) else Path(model)
     figure = (Path(out) if out is not None else Path.cwd() / (Path(image).stem + "_gig.png")) if draw else None
@@ -237,19 +265,13 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     x, photo = load_input(image, pp, input_shape)
     b = make_baseline(baseline, x, photo, pp)
     nc = meta.get(META_PREFIX + "num_classes", "")
-    if target is not None and nc and int(target) >= int(nc):
-        raise InputError(f"--target {target} is out of range: the model has {nc} classes (0..{int(nc) - 1})")
+    if target is not None:
+        check_target(target, int(nc) if nc else None)
 
     if gm is None:
         gm = GigModel(model_path, device=device, max_memory=budget, threads=threads)
     warn_if_tight(gm)
-    try:
-        ex = gm.explain(x, b, target, steps, rule, progress=progress)
-    except GigError:
-        raise
-    except _ort_errors() as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"onnxruntime failed while running {model_path}: {first}") from exc
+    ex = run_explain(gm, x, b, target, steps, rule, progress=progress)
     attr = ex.attributions[0]
     bad = int(np.size(attr) - np.count_nonzero(np.isfinite(attr)))
     if bad or not (np.isfinite(ex.target_score).all() and np.isfinite(ex.baseline_score).all()):
@@ -258,12 +280,10 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
                          "preprocessing, or try another --baseline)")
     labels = gm.labels
     probs = softmax(ex.scores[0].astype(np.float64))
-    order = np.argsort(-probs)[:top]
     t = int(ex.target[0])
     result = ExplainResult(
         attributions=attr, saliency=saliency_map(attr, pp.layout, clip_percentile, sign), target=t,
-        target_label=label_of(labels, t),
-        top=[(int(k), label_of(labels, int(k)), float(probs[k])) for k in order],
+        target_label=label_of(labels, t), top=top_classes(probs, labels, top),
         convergence_delta=float(ex.convergence_delta[0]), provider=gm.provider, method=gm.method,
         seconds=time.perf_counter() - t0)
     if npy is not None:
@@ -288,9 +308,12 @@ def warn_if_tight(gm: GigModel) -> None:
 
 def figure_title(label: str, prob: float, method: str, steps: int, rule: str, baseline: str,
                  clip_percentile: float = DEFAULT_CLIP) -> str:
-    """The figure's one-line caption: class, probability, how it was explained, how the map is scaled."""
+    """The figure's one-line caption: class, probability, how it was explained, how the map is scaled.
+
+    A baseline file is named without its folder, so a long path does not push the rest off the figure.
+    """
     clip = "" if clip_percentile >= 100 else f", map clipped at p{clip_percentile:g}"
-    return f"{label} ({prob:.1%})  |  {method}, {steps} steps {rule}, baseline {baseline}{clip}"
+    return f"{label} ({prob:.1%})  |  {method}, {steps} steps {rule}, baseline {Path(str(baseline)).name}{clip}"
 
 
 def check_steps(steps: object, rule: str = DEFAULT_RULE) -> None:
@@ -305,12 +328,16 @@ def check_steps(steps: object, rule: str = DEFAULT_RULE) -> None:
     schedule(min(int(steps), 2), rule)  # the rule's own minimum
 
 
-def check_target(target: object) -> None:
+def check_target(target: object, num_classes: Optional[int] = None) -> None:
+    """A class index from 0 (below ``num_classes`` when the model's class count is known)."""
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
         raise InputError(f"--target must be a class index, got {target!r}")
     if target < 0:
         raise InputError(f"--target {target} is negative: give a class index from 0, "
                          "or leave --target out to explain the predicted class")
+    if num_classes is not None and target >= num_classes:
+        raise InputError(f"--target {target} is out of range: the model has {num_classes} classes "
+                         f"(0..{num_classes - 1})")
 
 
 def _size(n: int) -> str:

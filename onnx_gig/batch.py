@@ -19,9 +19,9 @@ import numpy as np
 
 from .errors import GigError, InputError
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
-from .imageio import Preprocess, load_input, make_baseline
+from .imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
-from .runtime import GigModel, parse_memory
+from .runtime import GigModel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
 MAX_BATCH_IMAGES = 64  # images in flight at most by default: the progress bar moves, results stream out
@@ -99,10 +99,10 @@ class ExplainOptions:
 
         check_steps(self.steps, self.rule)
         if self.target is not None:
-            check_target(self.target)
-            if num_classes is not None and self.target >= num_classes:
-                raise InputError(f"--target {self.target} is out of range: the model has {num_classes} classes "
-                                 f"(0..{num_classes - 1})")
+            check_target(self.target, num_classes)
+        if str(self.baseline).strip().lower() not in BASELINE_KINDS and not Path(str(self.baseline)).is_file():
+            raise InputError(f"--baseline {self.baseline}: neither one of {', '.join(BASELINE_KINDS)} nor a .npy "
+                             "file here")
         if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
             raise InputError(f"top must be a positive whole number, got {self.top!r}")
         check_map_options(self.clip_percentile, self.sign, self.alpha, self.cmap)
@@ -146,9 +146,9 @@ class ImageResult:
 
 
 def error_line(exc: BaseException, path: str) -> str:
-    """An error as one line without the path prefix that load_image puts in front."""
+    """An error as one line without the path prefix that load_image (or load_input's .npy reader) puts in front."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    for prefix in (f"{path}: ", f"{Path(path)}: "):
+    for prefix in (f"{path}: ", f"{Path(path)}: ", f"input {path}: ", f"input {Path(path)}: "):
         if text.startswith(prefix):
             return text[len(prefix):]
     return text if isinstance(exc, GigError) else f"{type(exc).__name__}: {text}"
@@ -168,35 +168,26 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
     A file that cannot be read (or whose attributions come out non-finite) gives a result with ``error``;
     images x steps run in ``gm``'s memory-bounded chunks. Results come back in the items' order.
     """
-    from .api import _ort_errors, label_of, softmax
+    from .api import label_of, run_explain, softmax, top_classes
 
     pp = preprocess_of(gm)
     results = [ImageResult(index=int(i), path=str(p), method=gm.method, layout=pp.layout, batch=batch)
                for i, p in items]
-    xs, bs, good = [], [], []
+    xs, good = [], []
     for r in results:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. "only 20x20 pixels": one image among many, not worth a line
                 x, r.photo = load_input(r.path, pp, gm.input_shape)
-                b = make_baseline(options.baseline, x, r.photo, pp)
         except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
             r.error = error_line(exc, r.path)
             continue
         xs.append(x)
-        bs.append(b)
         good.append(r)
     if not good:
         return results
-    try:
-        ex = gm.explain(np.stack(xs), np.stack(bs), options.target, options.steps, options.rule)
-    except GigError:
-        raise
-    except _ort_errors() as exc:
-        from .errors import ModelError
-
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"onnxruntime failed while running {gm.path}: {first}") from exc
+    ex = run_explain(gm, np.stack(xs), baselines(options.baseline, xs, [r.photo for r in good], pp),
+                     options.target, options.steps, options.rule)
     labels = gm.labels
     deltas = ex.convergence_delta
     for k, r in enumerate(good):
@@ -211,9 +202,25 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
         r.attributions = attr.astype(np.float32, copy=False)
         r.target, r.label, r.probability = t, label_of(labels, t), float(probs[t])
         r.target_score, r.baseline_score = float(scores[0]), float(scores[1])
-        r.top = [(int(c), label_of(labels, int(c)), float(probs[c])) for c in np.argsort(-probs)[:options.top]]
+        r.top = top_classes(probs, labels, options.top)
         r.convergence_delta = float(deltas[k]) if gm.method == "ig" else None
     return results
+
+
+def _shared_baseline(kind: str) -> bool:
+    """Whether ``kind`` is one baseline for every image: zeros, black, white or a .npy file (not blur)."""
+    key = str(kind).strip().lower()
+    return key in ("zeros", "black", "white") or (key not in BASELINE_KINDS and Path(str(kind)).is_file())
+
+
+def baselines(kind: str, xs: Sequence[np.ndarray], photos: Sequence[Any], pp: Preprocess) -> np.ndarray:
+    """The batch's baselines: one made (a .npy read) once and broadcast, or one per image for ``blur``.
+
+    A baseline that cannot be made is the run's problem, not one image's: its InputError goes to the caller.
+    """
+    if _shared_baseline(kind):
+        return make_baseline(kind, xs[0], photos[0], pp)[None]
+    return np.stack([make_baseline(kind, x, p, pp) for x, p in zip(xs, photos)])
 
 
 def batch_images_for(gm: GigModel, steps: int) -> int:
@@ -240,9 +247,10 @@ def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.P
                                      or batch_images < 1):
         raise InputError(f"batch_images must be a positive whole number, got {batch_images!r}")
     options.check()
-    budget = parse_memory(max_memory)
-    if budget is not None and budget <= 0:
-        raise InputError(f"--max-memory must be a positive size such as 2G or 512M, got {max_memory!r}")
+    from .api import check_budget, check_threads
+
+    budget = check_budget(max_memory)
+    check_threads(threads)
     return _iterate(model, files, missing, options, batch_images, device, budget, threads, progress)
 
 
@@ -274,14 +282,5 @@ def _iterate(model, files, missing, options, batch_images, device, budget, threa
         bar.close()
 
 
-def __getattr__(name: str):
-    """``batch.ResultWriter`` is ``writer.ResultWriter`` (it lives there: writing is its own concern)."""
-    if name == "ResultWriter":
-        from .writer import ResultWriter
-
-        return ResultWriter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "batch_images_for", "collect_inputs",
+__all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "baselines", "batch_images_for", "collect_inputs",
            "explain_arrays", "explain_many", "preprocess_of"]

@@ -17,7 +17,8 @@ GUTTER = 8  # white space around and between panels
 BAR_HEIGHT = 10  # colour bar under the map panel
 INK = (34, 34, 34)
 
-# 32 sRGB control points sampled evenly (0..1) from matplotlib's perceptually uniform maps.
+# sRGB control points sampled evenly (0..1) from matplotlib's maps: 32 for the perceptually uniform ones, 33 for
+# the diverging rdbu, so that its middle point (white) falls exactly on 0.
 _CONTROL_POINTS: dict[str, tuple[tuple[int, int, int], ...]] = {
     "inferno": (
         (0, 0, 4), (4, 3, 18), (11, 7, 36), (21, 11, 55), (35, 12, 76), (49, 10, 92), (62, 9, 102),

@@ -31,6 +31,20 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+def stop_server(proc) -> None:
+    """End a server subprocess a test started: SIGTERM, then SIGKILL if it has not stopped within 20 s."""
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 # --------------------------------------------------------------------------- robustness tally
 # tests/test_bad_inputs.py and tests/test_properties.py count what they tried; the counts close the run.
 

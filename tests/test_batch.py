@@ -105,6 +105,9 @@ def test_explain_many_refuses_bad_options_before_any_session(tmp_path):
             explain_many(tmp_path / "no-model.onnx", [PHOTOS], ExplainOptions(**bad))  # raises at the call
     with pytest.raises(InputError):
         explain_many(tmp_path / "no-model.onnx", [PHOTOS], batch_images=0)
+    for bad in (dict(threads=0), dict(max_memory="0")):  # as explain() refuses them
+        with pytest.raises(InputError, match=f"--{next(iter(bad)).replace('_', '-')}"):
+            explain_many(tmp_path / "no-model.onnx", [PHOTOS], **bad)
 
 
 def test_cli_refuses_single_image_outputs_with_several_inputs(demo_gig, tmp_path):
@@ -153,11 +156,48 @@ def test_explain_arrays_isolates_a_bad_file_and_reports_ig_completeness(tmp_path
     res = explain_arrays(ig, [(7, str(PHOTOS / "coffee.png")), (3, str(tmp_path / "bad.npy"))],
                          ExplainOptions(steps=STEPS, target=967))
     assert [r.index for r in res] == [7, 3] and res[0].ok and not res[1].ok and "\n" not in res[1].error
+    assert "bad.npy" not in res[1].error and "not a readable .npy" in res[1].error  # the path is said once, by the row
     r = res[0]
     assert r.target == 967
     gap = r.attributions.sum() - (r.target_score - r.baseline_score)
     assert r.convergence_delta == pytest.approx(gap, rel=1e-4, abs=1e-4)
     assert r.row()["completeness_gap"] == r.convergence_delta
+
+
+def test_a_baseline_is_the_runs_option_read_once_not_each_images_error(demo_gig, tmp_path):
+    from onnx_gig.batch import baselines, preprocess_of
+    from onnx_gig.errors import InputError
+
+    p = run_cli("explain", demo_gig, PHOTOS, "--out-dir", tmp_path / "out", "--baseline", tmp_path / "nope.npy")
+    assert p.returncode == 2 and "nope.npy" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError):
+        explain_many(demo_gig, [PHOTOS], ExplainOptions(baseline="blurr"))
+    # a .npy baseline: one array for the batch, broadcast; the attributions are explain()'s with that file
+    gm = GigModel(demo_gig)
+    photos = [PHOTOS / "chelsea.png", PHOTOS / "coffee.png"]
+    base = tmp_path / "base.npy"
+    np.save(base, np.random.default_rng(1).normal(0, 0.5, (1, 3, 224, 224)).astype(np.float32))
+    xs = [np.zeros((3, 224, 224), np.float32)] * 2
+    assert baselines(str(base), xs, [None, None], preprocess_of(gm)).shape == (1, 3, 224, 224)
+    assert baselines("blur", xs, [None, None], preprocess_of(gm)).shape == (2, 3, 224, 224)  # per image
+    for kind in (str(base), "blur"):
+        got = list(explain_many(gm, photos, ExplainOptions(steps=STEPS, baseline=kind)))
+        assert [r.ok for r in got] == [True, True]
+        for r, photo in zip(got, photos):
+            single = explain(demo_gig, photo, steps=STEPS, baseline=kind, draw=False)
+            np.testing.assert_allclose(r.attributions, single.attributions, rtol=1e-5, atol=1e-6)
+    # the broadcast baseline gives each image its own baseline score, as a stacked one does
+    from onnx_gig.imageio import load_input
+
+    pp = preprocess_of(gm)
+    x = np.stack([load_input(p, pp, gm.input_shape)[0] for p in photos])
+    b = np.load(base)
+    ex = gm.explain(x, np.concatenate([b, b]), None, STEPS)
+    assert ex.baseline_score.shape == (2,)
+    shared = list(explain_many(gm, photos, ExplainOptions(steps=STEPS, baseline=str(base))))
+    np.testing.assert_allclose([r.baseline_score for r in shared], ex.baseline_score, rtol=1e-5)
+    np.testing.assert_allclose([r.target_score for r in shared], ex.target_score, rtol=1e-5)
 
 
 def test_writer_writes_each_index_once_in_index_order_and_nothing_partial(demo_gig, tmp_path):

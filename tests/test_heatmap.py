@@ -264,3 +264,11 @@ def test_overlay_alpha_sets_the_opacity_where_the_map_is_high() -> None:
     assert np.array_equal(np.asarray(overlay(p, full, alpha=0.0)), np.asarray(p))
     with pytest.raises(InputError):
         render_figure(p, full, alpha=1.5)
+
+
+def test_figure_title_names_the_clip_and_a_baseline_file_without_its_folder() -> None:
+    from onnx_gig.api import figure_title
+
+    t = figure_title("tabby", 0.5, "gnl-ig", 8, "gausslegendre", "/very/long/folder/base.npy")
+    assert t == "tabby (50.0%)  |  gnl-ig, 8 steps gausslegendre, baseline base.npy, map clipped at p99"
+    assert figure_title("x", 1.0, "ig", 8, "riemann_left", "blur", 100).endswith("baseline blur")

@@ -13,7 +13,6 @@ import importlib.util
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import stop_server
 from onnx_gig import GigModel, convert, explain
 from onnx_gig.imageio import Preprocess, load_input
 from onnx_gig.serving.service import decode_tensor, encode_photo
@@ -103,13 +103,7 @@ def server(small_gig, demo_gig, tmp_path_factory):
             time.sleep(0.3)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_server(proc)
 
 
 def local(model: Path, photo: Path, target, **kw):
@@ -229,3 +223,19 @@ def test_client_example_writes_the_heatmap(server, tmp_path, protocol):
     assert "class 281 'tabby, tabby cat'" in done.stdout
     with Image.open(out) as im:
         assert im.format == "PNG" and im.width > 2 * im.height
+
+
+def test_a_port_in_use_is_one_line_before_any_model_loads(tmp_path):
+    """serve and view check the port first: exit 2 and one line, not uvicorn's log after the start-up."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for cmd in (["serve"], ["view", "--no-browser"]):
+            done = subprocess.run([sys.executable, "-m", "onnx_gig.cli", *cmd, str(tmp_path / "none_gig.onnx"),
+                                   "--port", str(port)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+            assert done.returncode == 2, done.stderr
+            line = done.stderr.strip()
+            assert "\n" not in line and line.startswith(f"onnx-gig: error: cannot listen on 127.0.0.1 port {port}: ")
+            assert line.endswith("; choose another --port"), line
+    assert list(tmp_path.iterdir()) == []

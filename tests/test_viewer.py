@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import signal
 import socket
 import stat
 import subprocess
@@ -30,6 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
+from conftest import stop_server
 from onnx_gig import convert, explain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,13 +137,7 @@ def server(demo_gig, tmp_path_factory):
         assert printed, out.read_text()
         yield printed.group(1), opened.read_text()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -246,22 +240,23 @@ def test_the_cat_explained_then_another_class(page, demo_gig):
     assert (red > 60).mean() > 0.001 and (blue > 60).mean() > 0.001, "no signed colours in the map"
 
 
+def failed_upload(page, model: str, path: Path):
+    """Upload ``path`` to ``model`` on the page, wait for its card to fail; the card and its message."""
+    choose(page, model)
+    page.set_input_files("#files", str(path))
+    card = page.locator(".card").first
+    page.wait_for_function("c => c.dataset.state === 'error'", arg=card.element_handle(), timeout=WAIT_MS)
+    return card, card.locator(".error").inner_text()
+
+
 def test_readable_messages_for_a_text_file_and_a_failing_model(page, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo\n")
-    choose(page, "demo")
-    page.set_input_files("#files", str(notes))
-    card = page.locator(".card").first
-    page.wait_for_function("c => c.dataset.state === 'error'", arg=card.element_handle(), timeout=WAIT_MS)
-    message = card.locator(".error").inner_text()
+    card, message = failed_upload(page, "demo", notes)
     assert message.startswith("notes.txt: ") and "not a readable image" in message, message
     assert card.locator(".figure").get_attribute("src") is None
 
-    choose(page, "broken")
-    page.set_input_files("#files", str(CHELSEA))
-    card = page.locator(".card").first
-    page.wait_for_function("c => c.dataset.state === 'error'", arg=card.element_handle(), timeout=WAIT_MS)
-    message = card.locator(".error").inner_text()
+    _, message = failed_upload(page, "broken", CHELSEA)
     assert message.startswith("chelsea.png: the model failed: ") and "NaN" in message, message
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from typing import Callable, Optional
 
@@ -35,6 +36,22 @@ def add_server_options(s: argparse.ArgumentParser, port_help: str, default_port:
                    help="largest photo the page may upload, e.g. 20M (default 20M; larger uploads get HTTP 413)")
 
 
+def listen_port(host: str, port: int) -> int:
+    """``port`` if the server can listen on it at ``host`` right now (0: a free one, the OS's pick); else one line.
+
+    Checked before the models load, so a port in use is said at once rather than after the start-up log.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no obstacle
+            s.bind((host, port))
+            return s.getsockname()[1]
+    except OSError as exc:
+        where, hint = (f"{host} port {port}", "; choose another --port") if port else (f"--host {host}", "")
+        raise InputError(f"cannot listen on {where}: {exc.strerror or exc}{hint}") from None
+
+
 def configure(s: argparse.ArgumentParser) -> None:
     add_server_options(s, "HTTP port (default 8080)", 8080)
     s.add_argument("--grpc-port", type=int, help="also serve the v2 protocol over gRPC on this port (all addresses)")
@@ -46,6 +63,7 @@ def start(a: argparse.Namespace, port: int, grpc_port: Optional[int] = None,
     for p in [port] + ([grpc_port] if grpc_port is not None else []):
         if not 0 < p < 65536:
             raise InputError(f"port {p} is out of range (1-65535)")
+    listen_port(a.host, port)
     max_upload = parse_memory(a.max_upload)
     if max_upload is None or max_upload <= 0:
         raise InputError(f"--max-upload must be a positive size such as 20M, got {a.max_upload!r}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import threading
 import time
@@ -11,8 +10,7 @@ import urllib.request
 import webbrowser
 from pathlib import Path
 
-from ..errors import InputError
-from .serve import add_server_options, start
+from .serve import add_server_options, listen_port, start
 
 NAME = "view"
 HELP = "open converted models in the browser: drop photos, see what the model looked at"
@@ -29,17 +27,6 @@ def configure(s: argparse.ArgumentParser) -> None:
     add_server_options(s, "HTTP port (default 0: a free one)", 0)
     s.add_argument("--no-browser", action="store_true",
                    help="do not open a browser (headless machines); just print the URL and serve")
-
-
-def free_port(host: str) -> int:
-    """A port nothing listens on at ``host`` right now (the OS's pick)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            return s.getsockname()[1]
-    except OSError as exc:
-        raise InputError(f"cannot listen on --host {host}: {exc.strerror or exc}") from None
 
 
 def page_url(host: str, port: int) -> str:
@@ -84,7 +71,7 @@ def convert_missing(models: list[str]) -> None:
 
 def run(a: argparse.Namespace) -> int:
     convert_missing(a.model)
-    port = a.port or free_port(a.host)
+    port = a.port or listen_port(a.host, 0)
     url = page_url(a.host, port)
 
     def announce() -> None:

@@ -24,11 +24,11 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..api import guess_preprocess, label_of, softmax
+from ..api import figure_title, guess_preprocess, label_of, softmax, top_classes
 from ..errors import GigError, InputError
 from ..heatmap import CMAPS, render_figure, saliency_map
 from ..imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
@@ -57,6 +57,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     return value
+
+
+def top_json(probs: np.ndarray, labels: Optional[Sequence[str]], k: int) -> list[dict]:
+    """The ``k`` most probable classes as JSON objects: class, label, probability."""
+    return [{"class": c, "label": name, "probability": p} for c, name, p in top_classes(probs, labels, k)]
 
 
 def _whole(value: Any, what: str, low: int, high: int) -> int:
@@ -205,11 +210,8 @@ class GigService:
                                 np.zeros(1, np.float32), np.asarray([-1], np.int64))
         preds = []
         for i, (_, _, _, key) in enumerate(instances):
-            probs = softmax(out["scores"][i].astype(np.float64))
-            order = np.argsort(-probs)[:top]
-            p = {"class": int(order[0]), "label": label_of(self.labels, int(order[0])),
-                 "top": [{"class": int(k), "label": label_of(self.labels, int(k)), "probability": float(probs[k])}
-                         for k in order]}
+            ranked = top_json(softmax(out["scores"][i].astype(np.float64)), self.labels, top)
+            p = {"class": ranked[0]["class"], "label": ranked[0]["label"], "top": ranked}
             if key is not None:
                 p["key"] = key
             preds.append(p)
@@ -248,13 +250,11 @@ class GigService:
             attr = out["attributions"][i]
             t = int(out["target_class"][i])
             probs = softmax(out["scores"][i].astype(np.float64))
-            order = np.argsort(-probs)[:top]
             r: dict[str, Any] = {
                 "target": t, "label": label_of(self.labels, t), "probability": float(probs[t]),
                 "target_score": float(out["target_score"][i]), "baseline_score": float(out["baseline_score"][i]),
                 "convergence_delta": float(attr.sum(dtype=np.float64) - (out["target_score"][i] - out["baseline_score"][i])),
-                "top": [{"class": int(k), "label": label_of(self.labels, int(k)), "probability": float(probs[k])}
-                        for k in order],
+                "top": top_json(probs, self.labels, top),
             }
             if key is not None:
                 r["key"] = key
@@ -267,8 +267,8 @@ class GigService:
             if heatmap:
                 if not np.isfinite(attr).all():
                     raise GigError("NaN or infinite attributions; no heatmap can be drawn")
-                title = (f"{r['label']} ({probs[t]:.1%})  |  {self.gm.method}, {len(alphas)} steps {rule}, "
-                         f"baseline {kind}")
+                # the map is clipped at heatmap.DEFAULT_CLIP, and figure_title says so, like the CLI's figure
+                title = figure_title(r["label"], float(probs[t]), self.gm.method, len(alphas), rule, kind)
                 fig = render_figure(photo, saliency_map(attr, self.preprocess.layout), title, cmap)
                 buf = io.BytesIO()
                 fig.save(buf, format="PNG")
@@ -355,4 +355,4 @@ def decode_tensor(entry: Mapping) -> np.ndarray:
     return np.asarray(entry["data"], dtype=np.float32).reshape(shape)
 
 
-__all__ = ["GigService", "encode_photo", "decode_tensor"]
+__all__ = ["GigService", "encode_photo", "decode_tensor", "top_json"]

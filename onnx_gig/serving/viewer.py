@@ -27,7 +27,7 @@ from ..errors import GigError, InputError
 from ..heatmap import CMAPS, DEFAULT_ALPHA, DEFAULT_CLIP, SIGNS, default_cmap, render_figure, saliency_map
 from ..imageio import BASELINE_KINDS, make_baseline
 from ..quadrature import DEFAULT_RULE, RULES
-from .service import MAX_STEPS, GigService
+from .service import MAX_STEPS, GigService, top_json
 
 MAX_UPLOAD = 20 << 20  # bytes of one uploaded photo, unless the server is told otherwise
 CACHE_SIZE = 16  # attributions kept for redrawing
@@ -170,9 +170,8 @@ class Viewer:
                     [n for n in notes if n])
 
     def _answer(self, service: GigService, run: _Run, req: ViewRequest, cached: bool) -> dict:
-        t, labels = run.target, service.labels
-        label = label_of(labels, t)
-        order = np.argsort(-run.probs)[:req.top]
+        t = run.target
+        label = label_of(service.labels, t)
         title = figure_title(label, float(run.probs[t]), service.gm.method, req.steps, req.rule, req.baseline, req.clip)
         fig = draw_figure(run.photo, run.attributions, service.preprocess.layout, title, req)
         png, npy = io.BytesIO(), io.BytesIO()
@@ -184,8 +183,7 @@ class Viewer:
             "target": t, "label": label, "probability": float(run.probs[t]),
             "target_score": run.target_score, "baseline_score": run.baseline_score,
             "convergence_delta": float(run.attributions.sum(dtype=np.float64) - (run.target_score - run.baseline_score)),
-            "top": [{"class": int(k), "label": label_of(labels, int(k)), "probability": float(run.probs[k])}
-                    for k in order],
+            "top": top_json(run.probs, service.labels, req.top),
             "seconds": round(run.seconds, 3), "cached": cached, "notes": run.notes,
             "shape": list(run.attributions.shape),
             "figure_png": base64.b64encode(png.getvalue()).decode("ascii"),
