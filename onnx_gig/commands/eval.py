@@ -6,7 +6,7 @@ import sys
 
 from ..methods import ALL, METHODS
 from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES
-from ._common import add_run_options
+from ._common import add_ray_options, add_run_options
 
 NAME = "eval"
 HELP = "measure faithfulness: deletion and insertion areas per method (RISE protocol)"
@@ -15,6 +15,7 @@ DESCRIPTION = ("Convert the classifier as the methods need (cached in OUT_DIR/co
                "salient first; lower area is better) and insertion (from an 11x11 sigma-5 blur back to the image; "
                "higher is better), with the softmax probability of the class predicted on the clean image. Writes "
                "results.md, results.csv (mean and std per method), per_image.csv, curves.npz and curves.png. "
+               "An image that cannot be read is named on stderr and left out; the exit status is then 1. "
                "Methods: " + "; ".join(f"{m}: {METHODS[m].description}" for m in ALL) + ".")
 
 
@@ -38,6 +39,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", help="title for the table and figure")
     p.add_argument("--save-maps", action="store_true", help="also write every map to OUT_DIR/maps.npz")
     add_run_options(p)
+    add_ray_options(p, "every image's maps and curves run on Ray actors (chunks of images per actor); OUT_DIR "
+                       "(the converted models) and the images must be readable by every worker")
 
 
 def run(a: argparse.Namespace) -> int:
@@ -45,10 +48,12 @@ def run(a: argparse.Namespace) -> int:
 
     r = evaluate(a.model, a.images, a.methods, a.out_dir, step=a.step, batch_size=a.batch_size, steps=a.steps,
                  rule=a.rule, baseline=a.baseline, seed=a.seed, device=a.device, max_memory=a.max_memory,
-                 threads=a.threads, progress=sys.stderr.isatty(), title=a.title, save_maps=a.save_maps)
+                 threads=a.threads, progress=sys.stderr.isatty(), title=a.title, save_maps=a.save_maps,
+                 ray=a.ray, actors=a.actors)
     print(f"{'method':<18} {'deletion (lower better)':>24} {'insertion (higher better)':>26}")
     for row in r.summary():
         print(f"{row['method']:<18} {row['deletion_mean']:>15.4f} ± {row['deletion_std']:.4f} "
               f"{row['insertion_mean']:>17.4f} ± {row['insertion_std']:.4f}")
-    print(f"{len(r.images)} images; wrote {a.out_dir}/results.md, results.csv, per_image.csv, curves.png")
-    return 0
+    skipped = f" ({len(r.skipped)} unreadable, skipped)" if r.skipped else ""
+    print(f"{len(r.images)} images{skipped}; wrote {a.out_dir}/results.md, results.csv, per_image.csv, curves.png")
+    return 1 if r.skipped else 0
