@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from .errors import GigError, InputError
+from .writer import ResultWriter
 
 RAY_MISSING = "--ray needs Ray: pip install 'onnx-gig[ray]'"
 CPU_THREADS_PER_ACTOR = 4  # default split of a machine's cores on CPU: one actor per 4 cores
@@ -41,11 +42,12 @@ def import_ray() -> Any:
 
 
 @contextlib.contextmanager
-def ray_session(address: Optional[str] = None) -> Iterator[Any]:
+def ray_session(address: Optional[str] = None, num_cpus: Optional[int] = None) -> Iterator[Any]:
     """Connect to the Ray cluster at ``address`` (``None``/"local": start a local Ray); disconnect after.
 
     A Ray already initialised in this process (a test, a notebook) is used as it is and left running.
-    The local Ray is quiet: no dashboard, no worker logs on the driver, no Ray Data progress bars.
+    The local Ray is quiet: no dashboard, no worker logs on the driver, no Ray Data progress bars; its
+    workers run at normal priority (Ray nices them to 15 by default), as the one-process path does.
     """
     ray = import_ray()
     started = not ray.is_initialized()
@@ -53,7 +55,7 @@ def ray_session(address: Optional[str] = None) -> Iterator[Any]:
         kw = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         try:
             if address in (None, "", "local"):
-                ray.init(address="local", **kw)
+                ray.init(address="local", num_cpus=num_cpus, _system_config={"worker_niceness": 0}, **kw)
             else:
                 ray.init(address=address, **kw)
         except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -112,12 +114,11 @@ class GigActor:
     def __init__(self, model: str, options: Any, device: str, max_memory: Any, threads: int, npy: bool,
                  figures: bool) -> None:
         from .runtime import GigModel
-        from .writer import ResultWriter
 
         self.gm = GigModel(model, device=device, max_memory=max_memory, threads=threads)
         self.options, self.npy, self.figures = options, npy, figures
-        self.drawer = ResultWriter.__new__(ResultWriter)  # only its figure(): the options, no folder
-        self.drawer.options = options
+        self.drawer = ResultWriter.__new__(ResultWriter)  # for its figure(), which needs only the options:
+        self.drawer.options = options                     # the picture the one-process writer draws
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from .batch import explain_arrays
@@ -160,17 +161,13 @@ class _PNG(bytes):
         Path(fp).write_bytes(self)
 
 
-def _prerendered_writer(*args: Any, **kwargs: Any) -> Any:
-    """A ResultWriter whose figures were drawn by the actors: it writes their PNG bytes as they are."""
-    from .writer import ResultWriter
+class RayResultWriter(ResultWriter):
+    """A ResultWriter whose figures were drawn by the actors: it writes their PNG bytes (``png``) as they are."""
 
-    class RayResultWriter(ResultWriter):
-        png: bytes = b""
+    png: bytes = b""
 
-        def figure(self, result: Any) -> Any:
-            return _PNG(self.png) if self.png else super().figure(result)
-
-    return RayResultWriter(*args, **kwargs)
+    def figure(self, result: Any) -> Any:
+        return _PNG(self.png) if self.png else super().figure(result)
 
 
 @dataclass
@@ -184,14 +181,17 @@ class RaySummary:
     actors: int
     threads: int
     gpus_per_actor: int
-    seconds: float
+    seconds: float  # wall time of the whole call
+    startup_seconds: float  # until the first result: Ray start or connection, actors and their sessions
     failures: list
     tables: list
     workers: dict  # actor process id -> images it explained (a restarted actor is a new process)
 
     @property
     def images_per_second(self) -> float:
-        return self.explained / self.seconds if self.seconds > 0 else 0.0
+        """Throughput once the actors run: images after the first over the time after it."""
+        span = self.seconds - self.startup_seconds
+        return (self.explained - 1) / span if self.explained > 1 and span > 0 else 0.0
 
 
 def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], options: Any = None,
@@ -225,12 +225,13 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], op
     nc = meta.get("onnx_gig.num_classes", "")
     options.check(int(nc) if nc else None)
     names = [str(f) for f in files] + [n for n, _ in missing]
-    writer = _prerendered_writer(out_dir, figures=figures, npy=npy, overwrite=overwrite, options=options,
-                                 inputs=names, protect=[model_path, *protect])
+    writer = RayResultWriter(out_dir, figures=figures, npy=npy, overwrite=overwrite, options=options,
+                             inputs=names, protect=[model_path, *protect])
     t0 = time.perf_counter()
     seen: set[int] = set()
     workers: dict[int, int] = {}
     duplicates = 0
+    first: Optional[float] = None
     with ray_session(address) as ray, writer:
         plan = plan_actors(ray, actors, threads, device)
         ds = ray.data.from_items([{"index": i, "path": str(Path(f).resolve())} for i, f in enumerate(files)])
@@ -245,6 +246,7 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], op
                         duplicates += 1
                         continue
                     seen.add(index)
+                    first = first if first is not None else time.perf_counter() - t0
                     pid = int(b["pid"][k])
                     workers[pid] = workers.get(pid, 0) + 1
                     r = ImageResult(index=index, **{**_fields(b["meta"][k]), "path": names[index]})
@@ -264,7 +266,7 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], op
         if len(seen) != len(files):
             raise GigError(f"Ray returned {len(seen)} of {len(files)} images; nothing was tabled")
     return RaySummary(len(names), writer.explained, len(writer.failures), duplicates, plan.actors, plan.threads,
-                      plan.gpus, time.perf_counter() - t0, list(writer.failures),
+                      plan.gpus, time.perf_counter() - t0, first or 0.0, list(writer.failures),
                       [Path(out_dir) / n for n in ("results.csv", "results.jsonl")], workers)
 
 
@@ -331,5 +333,5 @@ def evaluate_ray(graphs: dict[str, Path], methods: list[str], items: list[tuple[
     return list(parts.values())
 
 
-__all__ = ["ActorPlan", "EvalActor", "GigActor", "RaySummary", "evaluate_ray", "explain_ray", "import_ray",
+__all__ = ["ActorPlan", "EvalActor", "GigActor", "RayResultWriter", "RaySummary", "evaluate_ray", "explain_ray", "import_ray",
            "plan_actors", "ray_session"]

@@ -132,7 +132,8 @@ def run_ray(a: argparse.Namespace, options, out_dir: str, protect: list) -> int:
     s = explain_ray(a.model, a.inputs, options, out_dir, address=a.ray, actors=a.actors, device=a.device,
                     max_memory=a.max_memory, threads=a.threads, npy=a.npy, overwrite=a.force,
                     progress=sys.stderr.isatty(), protect=protect, report=report_failure)
-    print(f"{s.explained} explained, {s.failed} failed on {s.actors} Ray actors x {s.threads} threads "
-          f"({s.images_per_second:.2f} images/s); wrote {s.explained} figures" + (" and .npy files" if a.npy else "")
+    print(f"{s.explained} explained, {s.failed} failed on {s.actors} Ray actors x {s.threads} threads in "
+          f"{s.seconds:.1f} s ({s.startup_seconds:.1f} s to the first result, then {s.images_per_second:.2f} "
+          f"images/s); wrote {s.explained} figures" + (" and .npy files" if a.npy else "")
           + f", results.csv and results.jsonl in {out_dir}")
     return SOME_FAILED if s.failed else 0
