@@ -333,5 +333,5 @@ def evaluate_ray(graphs: dict[str, Path], methods: list[str], items: list[tuple[
     return list(parts.values())
 
 
-__all__ = ["ActorPlan", "EvalActor", "GigActor", "RayResultWriter", "RaySummary", "evaluate_ray", "explain_ray", "import_ray",
-           "plan_actors", "ray_session"]
+__all__ = ["ActorPlan", "EvalActor", "GigActor", "RayResultWriter", "RaySummary", "evaluate_ray", "explain_ray",
+           "import_ray", "plan_actors", "ray_session"]

@@ -26,22 +26,16 @@ from .plots import Series, hstack, line_chart
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
-
-
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders expand to the images directly inside them, sorted by name."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise InputError(f"{p}: no such file or folder")
-    if not out:
+    """Files, folders (searched recursively) and globs, as ``explain`` takes them; one matching nothing is an error."""
+    from .batch import collect_inputs
+
+    files, missing = collect_inputs(list(paths))
+    if missing:
+        raise InputError("; ".join(f"{name}: {why}" for name, why in missing))
+    if not files:
         raise InputError("no images to evaluate")
-    return out
+    return files
 
 
 @dataclass
@@ -199,7 +193,8 @@ class EvalWorker:
 
         self.graphs = {g: GigModel(p, device=device, max_memory=max_memory, threads=threads) for g, p in graphs.items()}
         first = next(iter(self.graphs.values()))
-        self.pp = Preprocess.from_json(first.preprocess_json) if first.preprocess_json else guess_preprocess(first.input_shape)
+        self.pp = (Preprocess.from_json(first.preprocess_json) if first.preprocess_json
+                   else guess_preprocess(first.input_shape))
         self.input_shape = first.input_shape
         self.provider = first.provider
         self.forward = OnnxForward(first.path, device=device, threads=threads)
@@ -241,9 +236,10 @@ class EvalWorker:
             for i in range(0, len(x), group):
                 if bar is not None:
                     bar.set_description(f"maps: {m}")
-                parts.append(saliency_maps(m, self.graphs.get(meth.graph or ""), x[i:i + group], targets[i:i + group],
-                                           pp.layout, self.steps, self.rule, None if base is None else base[i:i + group],
-                                           seed=self.seed, first_index=idx[i]))
+                parts.append(saliency_maps(m, self.graphs.get(meth.graph or ""), x[i:i + group],
+                                           targets[i:i + group], pp.layout, self.steps, self.rule,
+                                           None if base is None else base[i:i + group], seed=self.seed,
+                                           first_index=idx[i]))
             maps[m] = np.concatenate(parts)
             seconds[m] = time.perf_counter() - t0
         curves: dict[str, dict[str, list]] = {"deletion": {m: [] for m in names}, "insertion": {m: [] for m in names}}
@@ -354,7 +350,8 @@ def assemble(model: str, paths: Sequence[Path], names: list[str], parts: Sequenc
                 **{k: v for k, v in settings.items() if k != "step"}, "image_size": [h, w], "provider": first.provider,
                 "preprocess": json.loads(first.preprocess)}
     return EvalResult(model=model, images=[str(paths[i]) for i in kept], methods=names, targets=targets,
-                      target_labels=[label_of(labels, int(t)) for t in targets], clean_prob=cat([p.probs for p in parts]),
+                      target_labels=[label_of(labels, int(t)) for t in targets],
+                      clean_prob=cat([p.probs for p in parts]),
                       x=xs, curves={k: {m: cat([p.curves[k][m] for p in parts]) for m in names} for k in xs},
                       settings=settings, seconds=seconds, maps=maps, skipped=[e[1] for e in errors])
 

@@ -186,12 +186,18 @@ def test_cli_ray_starts_a_local_ray(demo_gig, folder, tmp_path):
 
 def test_cli_eval_joins_a_cluster(cluster, tmp_path):
     model = tiny_cnn(tmp_path / "tiny.onnx")
-    photos = write_photos(tmp_path / "photos", 3)
-    p = run_cli("eval", model, photos[0].parent, "--methods", "gradient,random", "--step", "16", "--ray",
+    photos = write_photos(tmp_path / "photos" / "nested", 3)  # folders are searched recursively
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not a jpeg")
+    p = run_cli("eval", model, tmp_path / "photos", "--methods", "gradient,random", "--step", "16", "--ray",
                 cluster.address, "--actors", "2", "--out-dir", tmp_path / "ev")
-    assert p.returncode == 0, p.stderr
-    assert "3 images" in p.stdout
+    assert p.returncode == 1, p.stderr  # one image skipped
+    assert "3 images (1 unreadable, skipped)" in p.stdout
+    ours = [ln for ln in p.stderr.splitlines() if ln.startswith("onnx-gig:")]
+    assert len(ours) == 1 and ours[0].startswith("onnx-gig: warning: skipped") and "broken.jpg" in ours[0], p.stderr
     assert [r["method"] for r in rows(tmp_path / "ev")] == ["gradient", "random"]
+    with open(tmp_path / "ev" / "per_image.csv", newline="") as f:
+        per_image = list(csv.DictReader(f))
+    assert sorted({r["image"] for r in per_image}) == sorted(p.name for p in photos)
 
 
 def test_without_ray_one_line_says_how_to_install(demo_model, demo_gig, folder, tmp_path):

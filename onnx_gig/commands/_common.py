@@ -25,6 +25,14 @@ def add_ray_options(p: argparse.ArgumentParser, what: str) -> None:
                         "threads (default: one per GPU with CUDA, else one per 4 cores)")
 
 
+def check_ray_options(a: argparse.Namespace) -> None:
+    """--actors only means something with --ray."""
+    from ..errors import InputError
+
+    if a.actors is not None and a.ray is None:
+        raise InputError("--actors sets the number of Ray actors; add --ray (a local Ray) or --ray ADDRESS")
+
+
 def add_attribution_options(p: argparse.ArgumentParser) -> None:
     """The integration: steps, rule, baseline, target."""
     p.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")

@@ -6,7 +6,7 @@ import sys
 
 from ..methods import ALL, METHODS
 from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES
-from ._common import add_ray_options, add_run_options
+from ._common import add_ray_options, add_run_options, check_ray_options
 
 NAME = "eval"
 HELP = "measure faithfulness: deletion and insertion areas per method (RISE protocol)"
@@ -30,7 +30,8 @@ def add_method_options(p: argparse.ArgumentParser, default: str) -> None:
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="the classifier .onnx (not a converted model); preprocessing from its metadata")
-    p.add_argument("images", nargs="+", help="photos (PNG/JPEG/...), .npy tensors, or folders of them")
+    p.add_argument("images", nargs="+", help="photos (PNG/JPEG/...), .npy tensors, folders (searched recursively) "
+                                             "or globs, as explain takes them")
     add_method_options(p, ",".join(ALL))
     p.add_argument("--out-dir", default="eval", help="where the tables, curves and converted models go (default eval)")
     p.add_argument("--step", type=int, help="pixels moved per step (default: one image row, i.e. the width)")
@@ -46,6 +47,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(a: argparse.Namespace) -> int:
     from ..evaluate import evaluate
 
+    check_ray_options(a)
     r = evaluate(a.model, a.images, a.methods, a.out_dir, step=a.step, batch_size=a.batch_size, steps=a.steps,
                  rule=a.rule, baseline=a.baseline, seed=a.seed, device=a.device, max_memory=a.max_memory,
                  threads=a.threads, progress=sys.stderr.isatty(), title=a.title, save_maps=a.save_maps,

@@ -6,7 +6,8 @@ import os
 import sys
 
 from ..heatmap import CMAPS, DEFAULT_ALPHA, DEFAULT_CLIP, SIGNS
-from ._common import add_attribution_options, add_ray_options, add_run_options, print_explanation
+from ._common import (add_attribution_options, add_ray_options, add_run_options, check_ray_options,
+                      print_explanation)
 
 NAME = "explain"
 HELP = "attribute images with a converted model and draw the heatmaps"
@@ -57,6 +58,7 @@ def _many(a: argparse.Namespace) -> bool:
 
 
 def run(a: argparse.Namespace) -> int:
+    check_ray_options(a)
     if _many(a):
         return run_many(a)
     from ..api import explain
