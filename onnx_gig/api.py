@@ -240,10 +240,7 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
 
     if gm is None:
         gm = GigModel(model_path, device=device, max_memory=budget, threads=threads)
-    if gm.max_memory < gm.bytes_per_step:
-        warnings.warn(f"the memory budget ({_size(gm.max_memory)}) is smaller than one integration step needs "
-                      f"(about {_size(gm.bytes_per_step)}); running one step at a time, which needs more than "
-                      "the budget", stacklevel=2)
+    warn_if_tight(gm)
     try:
         ex = gm.explain(x, b, target, steps, rule, progress=progress)
     except GigError:
@@ -276,6 +273,14 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
         title = figure_title(result.target_label, float(probs[t]), gm.method, steps, rule, baseline, clip_percentile)
         save_png(render_figure(photo, result.saliency, title, cmap, sign, alpha), figure, protect=protect)
     return result
+
+
+def warn_if_tight(gm: GigModel) -> None:
+    """Warn (once per call) when the memory budget cannot hold even one integration step."""
+    if gm.max_memory < gm.bytes_per_step:
+        warnings.warn(f"the memory budget ({_size(gm.max_memory)}) is smaller than one integration step needs "
+                      f"(about {_size(gm.bytes_per_step)}); running one step at a time, which needs more than "
+                      "the budget", stacklevel=3)
 
 
 def figure_title(label: str, prob: float, method: str, steps: int, rule: str, baseline: str,

@@ -20,7 +20,6 @@ import numpy as np
 from .errors import GigError, InputError
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
 from .imageio import Preprocess, load_input, make_baseline
-from .integrate import META_PREFIX
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel, parse_memory
 
@@ -146,7 +145,7 @@ class ImageResult:
         return r
 
 
-def _one_line(exc: BaseException, path: str) -> str:
+def error_line(exc: BaseException, path: str) -> str:
     """An error as one line without the path prefix that load_image puts in front."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     for prefix in (f"{path}: ", f"{Path(path)}: "):
@@ -182,7 +181,7 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
                 x, r.photo = load_input(r.path, pp, gm.input_shape)
                 b = make_baseline(options.baseline, x, r.photo, pp)
         except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
-            r.error = _one_line(exc, r.path)
+            r.error = error_line(exc, r.path)
             continue
         xs.append(x)
         bs.append(b)
@@ -255,7 +254,10 @@ def _iterate(model, files, missing, options, batch_images, device, budget, threa
     if files and gm is None:
         gm = GigModel(model, device=device, max_memory=budget, threads=threads)
     if gm is not None:
+        from .api import warn_if_tight
+
         options.check(gm.num_classes)
+        warn_if_tight(gm)
     size = batch_images or (batch_images_for(gm, options.steps) if gm is not None else 1)
     total = len(files) + len(missing)
     bar = tqdm(total=total, disable=not progress or total <= 1, unit="image", desc="explain")
@@ -281,5 +283,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ExplainOptions", "ResultWriter", "ImageResult", "IMAGE_SUFFIXES", "batch_images_for", "collect_inputs",
+__all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "batch_images_for", "collect_inputs",
            "explain_arrays", "explain_many", "preprocess_of"]

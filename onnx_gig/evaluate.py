@@ -10,14 +10,14 @@ import io
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .errors import GigError, InputError, ModelError
+from .batch import collect_inputs
+from .errors import InputError, ModelError
 from .heatmap import save_png
 from .imageio import Preprocess, load_input, make_baseline
 from .metrics import DEFAULT_BATCH, OnnxForward, blur, deletion, image_hw, insertion, read_onnx
@@ -27,15 +27,13 @@ from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files, folders (searched recursively) and globs, as ``explain`` takes them; one matching nothing is an error."""
-    from .batch import collect_inputs
-
-    files, missing = collect_inputs(list(paths))
+    """Files, folders (searched recursively) and globs as ``batch.collect_inputs``; any unmatched one is an error."""
+    out, missing = collect_inputs(list(paths))
     if missing:
-        raise InputError("; ".join(f"{name}: {why}" for name, why in missing))
-    if not files:
+        raise InputError(f"{missing[0][0]}: {missing[0][1]}")
+    if not out:
         raise InputError("no images to evaluate")
-    return files
+    return out
 
 
 @dataclass
@@ -53,7 +51,7 @@ class EvalResult:
     settings: dict
     seconds: dict[str, float] = field(default_factory=dict)  # method -> attribution time
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # method -> [n_images, H, W]
-    skipped: list[str] = field(default_factory=list)  # images that could not be read (not in ``images``)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason) for inputs left out
 
     def areas(self, kind: str) -> dict[str, np.ndarray]:
         """method -> [n_images] trapezoid areas of the ``kind`` ('deletion' or 'insertion') curves."""
@@ -172,7 +170,7 @@ class EvalPart:
     x: dict[str, np.ndarray]
     seconds: dict[str, float]
     maps: dict[str, np.ndarray]  # method -> [n, H, W] (empty unless kept)
-    errors: list[tuple[int, str, str]] = field(default_factory=list)  # (index, path, reason): skipped images
+    errors: list[tuple[int, str, str]] = field(default_factory=list)  # (index, path, reason): unreadable images
     hw: tuple[int, int] = (0, 0)
     provider: str = ""
     preprocess: str = "{}"  # the Preprocess JSON the worker used
@@ -202,8 +200,9 @@ class EvalWorker:
         self.steps, self.rule, self.baseline, self.seed, self.keep_maps = steps, rule, baseline, seed, keep_maps
 
     def run(self, items: Sequence[tuple[int, str | os.PathLike]], bar=None) -> EvalPart:
-        """Maps and deletion/insertion curves of ``items`` ((index, path) pairs); unreadable images are skipped."""
+        """Maps and deletion/insertion curves of ``items`` ((index, path) pairs); unreadable images are left out."""
         from .api import softmax
+        from .batch import error_line
 
         pp, bs = self.pp, self.batch_size
         xs, idx, errors = [], [], []
@@ -211,8 +210,8 @@ class EvalWorker:
             try:
                 xs.append(load_input(path, pp, self.input_shape)[0])
                 idx.append(int(i))
-            except GigError as exc:
-                errors.append((int(i), str(path), str(exc)))
+            except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
+                errors.append((int(i), str(path), error_line(exc, str(path))))
         names = self.methods
         if bar is not None:
             bar.update(len(errors))
@@ -273,15 +272,17 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     else a temporary folder) and reused while the model and the converter are unchanged. Results are
     written to ``out_dir`` when given. Images are read and scored ``EVAL_CHUNK`` at a time; with ``ray``
     (``"local"`` or a cluster address) the chunks run on ``actors`` Ray actors instead
-    (:func:`onnx_gig.distributed.evaluate_ray`). An image that cannot be read is skipped with a warning
-    naming it; the result lists the others.
+    (:func:`onnx_gig.distributed.evaluate_ray`). An image that cannot be read is
+    left out and listed in ``failed`` with its reason, as is an argument that matches no file.
     """
     import tempfile
 
     from tqdm import tqdm
 
     names = parse_methods(methods)
-    paths = collect_images(images)
+    paths, missing = collect_inputs(list(images))
+    if not paths:
+        raise InputError("no images to evaluate" + "".join(f"; {n}: {why}" for n, why in missing))
     src = Path(model)
     if not src.is_file():
         raise InputError(f"model file not found: {src}")
@@ -318,7 +319,7 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     finally:
         if tmp is not None:
             tmp.cleanup()
-    result = assemble(str(src), paths, names, parts, labels, {"step": step, "steps": steps, "rule": rule,
+    result = assemble(str(src), paths, missing, names, parts, labels, {"step": step, "steps": steps, "rule": rule,
                                                              "baseline": baseline, "batch_size": int(batch_size),
                                                              "seed": seed})
     if out_dir is not None:
@@ -326,17 +327,19 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     return result
 
 
-def assemble(model: str, paths: Sequence[Path], names: list[str], parts: Sequence[EvalPart],
-             labels: Optional[list[str]], settings: dict) -> EvalResult:
-    """One EvalResult from the parts of a run, in image order, whatever order the parts came in."""
+def assemble(model: str, paths: Sequence[Path], missing: Sequence[tuple[str, str]], names: list[str],
+             parts: Sequence[EvalPart], labels: Optional[list[str]], settings: dict) -> EvalResult:
+    """One EvalResult from the parts of a run, in image order, whatever order the parts came in.
+
+    ``missing``: (argument, reason) for arguments that matched no file; they follow the unreadable images
+    in ``failed``.
+    """
     from .api import label_of
 
-    errors = sorted(e for p in parts for e in p.errors)
-    for _, path, reason in errors:
-        warnings.warn(f"skipped {path}: {reason}", stacklevel=3)
+    failed = [(path, why) for _, path, why in sorted(e for p in parts for e in p.errors)] + list(missing)
     parts = [p for p in parts if len(p.indices)]
     if not parts:
-        raise InputError(f"none of the {len(paths)} images could be read")
+        raise InputError("no readable images: " + "; ".join(f"{p}: {why}" for p, why in failed))
     order = np.argsort(np.concatenate([p.indices for p in parts]), kind="stable")
     cat = lambda arrays: np.concatenate(arrays)[order]  # noqa: E731
     targets = cat([p.targets for p in parts])
@@ -353,7 +356,7 @@ def assemble(model: str, paths: Sequence[Path], names: list[str], parts: Sequenc
                       target_labels=[label_of(labels, int(t)) for t in targets],
                       clean_prob=cat([p.probs for p in parts]),
                       x=xs, curves={k: {m: cat([p.curves[k][m] for p in parts]) for m in names} for k in xs},
-                      settings=settings, seconds=seconds, maps=maps, skipped=[e[1] for e in errors])
+                      settings=settings, seconds=seconds, maps=maps, failed=failed)
 
 
 __all__ = ["EvalPart", "EvalResult", "EvalWorker", "assemble", "collect_images", "evaluate", "load_batch"]

@@ -140,7 +140,7 @@ def colormap_lut(cmap: str = "inferno") -> np.ndarray:
 
 
 def _map_colors(m: np.ndarray, cmap: str, signed: bool = False) -> np.ndarray:
-    """Look up HxWx3 uint8 colours for map values in [0, 1] ([-1, 1] when ``signed``; out-of-range clipped, NaN as 0)."""
+    """HxWx3 uint8 colours for map values in [0, 1] ([-1, 1] when ``signed``; out of range clipped, NaN as 0)."""
     v = np.nan_to_num(np.asarray(m, dtype=np.float64))
     if signed:
         v = (np.clip(v, -1.0, 1.0) + 1.0) / 2.0
@@ -215,7 +215,8 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
 
 def colorbar(width: int, height: int = BAR_HEIGHT, cmap: str = "inferno", signed: bool = False) -> Image.Image:
     """A horizontal 0 -> 1 colour bar (-1 -> 1 when ``signed``) of the given size."""
-    ramp = np.linspace(-1.0 if signed else 0.0, 1.0, max(1, width), dtype=np.float64)[None, :].repeat(max(1, height), axis=0)
+    ramp = np.linspace(-1.0 if signed else 0.0, 1.0, max(1, width), dtype=np.float64)[None, :]
+    ramp = ramp.repeat(max(1, height), axis=0)
     return colorize(ramp, cmap, signed)
 
 

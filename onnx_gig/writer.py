@@ -69,7 +69,7 @@ class ResultWriter:
         return self._names[index]
 
     def _files(self, stem: str) -> list[Path]:
-        return ([self.dir / f"{stem}_gig.png"] if self.figures else []) + ([self.dir / f"{stem}.npy"] if self.npy else [])
+        return [self.dir / name for name, on in ((f"{stem}_gig.png", self.figures), (f"{stem}.npy", self.npy)) if on]
 
     def _check_free(self, stem: str) -> None:
         for f in self._files(stem):

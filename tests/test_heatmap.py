@@ -189,3 +189,78 @@ def test_save_png_refuses_protected_input(tmp_path: Path) -> None:
         save_png(photo((16, 16)), src, protect=(src,))
     assert "photo.png" in str(e.value)
     assert src.read_bytes() == before and os.listdir(tmp_path) == ["photo.png"]
+
+
+# --------------------------------------------------------------------------- clipping and sign
+
+
+def test_clip_percentile_scales_by_the_percentile_of_the_shown_values() -> None:
+    from onnx_gig.heatmap import DEFAULT_CLIP
+
+    r = np.random.default_rng(1)
+    s = r.uniform(-1.0, 1.0, size=(20, 30))
+    s[3, 4] = 40.0  # one outlier carries the raw range, as on real photos
+    attr = np.stack([s / 3] * 3)  # channel sum = s
+    before = saliency_map(attr, clip_percentile=100)
+    np.testing.assert_allclose(before, np.abs(s) / 40.0, rtol=1e-6)
+    assert (before < 0.1).mean() > 0.99  # the unreadable map: all but the outlier near black
+    after = saliency_map(attr)  # the default
+    assert DEFAULT_CLIP == 99
+    p99 = np.sort(np.abs(s).ravel())  # numpy's linear-interpolation percentile, by hand
+    k = 0.99 * (p99.size - 1)
+    scale = p99[int(k)] + (k - int(k)) * (p99[int(k) + 1] - p99[int(k)])
+    np.testing.assert_allclose(after, np.minimum(np.abs(s) / scale, 1.0), rtol=1e-5)
+    assert (after == 1.0).mean() <= 0.01 + 1 / s.size and (after < 0.1).mean() < 0.2
+
+
+def test_sign_parts_and_signed_map() -> None:
+    s = np.array([[-4.0, -1.0, 0.0], [1.0, 2.0, 8.0]])
+    attr = s[None]  # one channel
+    np.testing.assert_allclose(saliency_map(attr, clip_percentile=100, sign="positive"), np.maximum(s, 0) / 8)
+    np.testing.assert_allclose(saliency_map(attr, clip_percentile=100, sign="negative"), np.maximum(-s, 0) / 4)
+    signed = saliency_map(attr, clip_percentile=100, sign="all")
+    np.testing.assert_allclose(signed, s / 8)
+    np.testing.assert_array_equal(saliency_map(-attr, sign="all"), -saliency_map(attr, sign="all"))
+    assert saliency_map(attr, sign="all").min() >= -1 and saliency_map(attr, sign="all").max() <= 1
+    # a part that is zero on more than (100 - P) % of the pixels is scaled by its max, not divided by 0
+    rare = np.ones((10, 20))
+    rare[2, 3] = -3.0
+    neg = saliency_map(rare[None], sign="negative")
+    assert neg[2, 3] == 1.0 and np.count_nonzero(neg) == 1
+    for bad in (0, -1, 101, float("nan"), True):
+        with pytest.raises(InputError):
+            saliency_map(attr, clip_percentile=bad)
+    with pytest.raises(InputError):
+        saliency_map(attr, sign="both")
+
+
+def test_signed_figure_uses_a_diverging_map_with_white_at_zero() -> None:
+    from onnx_gig.heatmap import default_cmap
+
+    assert default_cmap("all") == "rdbu" and default_cmap("absolute") == "inferno"
+    lut = colormap_lut("rdbu")
+    assert lut[0, 2] > lut[0, 0] and lut[-1, 0] > lut[-1, 2]  # blue end, red end
+    assert min(lut[127]) > 235 and min(lut[128]) > 235  # near white in the middle
+    m = np.zeros((224, 224), np.float32)
+    m[:, :74] = -1.0
+    m[:, 150:] = 1.0
+    fig = np.asarray(render_figure(photo(), m, title="", sign="all"))
+    top = GUTTER
+    left = GUTTER + PANEL_MIN + GUTTER  # the map panel
+    panel = fig[top:top + PANEL_MIN, left:left + PANEL_MIN].astype(int)
+    np.testing.assert_array_equal(panel[100, 10], lut[0])
+    np.testing.assert_array_equal(panel[100, 112], lut[128])  # 0 -> the middle of the table
+    np.testing.assert_array_equal(panel[100, 200], lut[-1])
+    over = fig[top:top + PANEL_MIN, left + PANEL_MIN + GUTTER:left + 2 * PANEL_MIN + GUTTER]
+    np.testing.assert_array_equal(over[:, 80:140], np.asarray(photo())[:, 80:140])  # 0: the photo shows
+
+
+def test_overlay_alpha_sets_the_opacity_where_the_map_is_high() -> None:
+    p = photo((10, 10))
+    full = np.ones((10, 10))
+    half = np.asarray(overlay(p, full, alpha=0.5)).astype(float)
+    want = 0.5 * np.asarray(p).astype(float) + 0.5 * colormap_lut("inferno")[-1]
+    assert np.abs(half - want).max() <= 0.5 + 1e-9
+    assert np.array_equal(np.asarray(overlay(p, full, alpha=0.0)), np.asarray(p))
+    with pytest.raises(InputError):
+        render_figure(p, full, alpha=1.5)

@@ -156,13 +156,11 @@ def test_eval_on_ray_matches_one_process(cluster, tmp_path):
     photos = write_photos(tmp_path / "photos", 5)
     (tmp_path / "photos" / "zz_broken.png").write_bytes(b"garbage")
     methods = "gradient,gnl-ig,random"
-    with pytest.warns(UserWarning, match="zz_broken.png"):
-        local = evaluate(model, [photos[0].parent], methods, tmp_path / "local", steps=STEPS, step=8)
-    with pytest.warns(UserWarning, match="zz_broken.png"):
-        dist = evaluate(model, [photos[0].parent], methods, tmp_path / "dist", steps=STEPS, step=8,
-                        ray=cluster.address, actors=2)
+    local = evaluate(model, [photos[0].parent], methods, tmp_path / "local", steps=STEPS, step=8)
+    dist = evaluate(model, [photos[0].parent], methods, tmp_path / "dist", steps=STEPS, step=8,
+                    ray=cluster.address, actors=2)
     assert dist.images == local.images == [str(p) for p in photos]
-    assert dist.skipped == local.skipped == [str(tmp_path / "photos" / "zz_broken.png")]
+    assert dist.failed == local.failed and [f for f, _ in dist.failed] == [str(tmp_path / "photos" / "zz_broken.png")]
     np.testing.assert_array_equal(dist.targets, local.targets)
     for kind in ("deletion", "insertion"):
         for m in dist.methods:
@@ -190,10 +188,10 @@ def test_cli_eval_joins_a_cluster(cluster, tmp_path):
     (tmp_path / "photos" / "broken.jpg").write_bytes(b"not a jpeg")
     p = run_cli("eval", model, tmp_path / "photos", "--methods", "gradient,random", "--step", "16", "--ray",
                 cluster.address, "--actors", "2", "--out-dir", tmp_path / "ev")
-    assert p.returncode == 1, p.stderr  # one image skipped
-    assert "3 images (1 unreadable, skipped)" in p.stdout
+    assert p.returncode == 3, p.stderr  # SOME_FAILED: one image left out
+    assert "3 images (1 left out)" in p.stdout
     ours = [ln for ln in p.stderr.splitlines() if ln.startswith("onnx-gig:")]
-    assert len(ours) == 1 and ours[0].startswith("onnx-gig: warning: skipped") and "broken.jpg" in ours[0], p.stderr
+    assert len(ours) == 1 and ours[0].startswith("onnx-gig: error: ") and "broken.jpg" in ours[0], p.stderr
     assert [r["method"] for r in rows(tmp_path / "ev")] == ["gradient", "random"]
     with open(tmp_path / "ev" / "per_image.csv", newline="") as f:
         per_image = list(csv.DictReader(f))

@@ -7,6 +7,7 @@ import sys
 from ..methods import ALL, METHODS
 from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES
 from ._common import add_ray_options, add_run_options, check_ray_options
+from .explain import SOME_FAILED
 
 NAME = "eval"
 HELP = "measure faithfulness: deletion and insertion areas per method (RISE protocol)"
@@ -15,8 +16,9 @@ DESCRIPTION = ("Convert the classifier as the methods need (cached in OUT_DIR/co
                "salient first; lower area is better) and insertion (from an 11x11 sigma-5 blur back to the image; "
                "higher is better), with the softmax probability of the class predicted on the clean image. Writes "
                "results.md, results.csv (mean and std per method), per_image.csv, curves.npz and curves.png. "
-               "An image that cannot be read is named on stderr and left out; the exit status is then 1. "
-               "Methods: " + "; ".join(f"{m}: {METHODS[m].description}" for m in ALL) + ".")
+               "Methods: " + "; ".join(f"{m}: {METHODS[m].description}" for m in ALL) + ". Exit status: 0; 3 when "
+               "some inputs could not be read (each named on one line of stderr; the others are scored); 2 bad "
+               "options or model, or no readable image.")
 
 
 def add_method_options(p: argparse.ArgumentParser, default: str) -> None:
@@ -30,8 +32,8 @@ def add_method_options(p: argparse.ArgumentParser, default: str) -> None:
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="the classifier .onnx (not a converted model); preprocessing from its metadata")
-    p.add_argument("images", nargs="+", help="photos (PNG/JPEG/...), .npy tensors, folders (searched recursively) "
-                                             "or globs, as explain takes them")
+    p.add_argument("images", nargs="+", help="photos (PNG/JPEG/...), .npy tensors, folders of them (searched "
+                                             "recursively), or globs")
     add_method_options(p, ",".join(ALL))
     p.add_argument("--out-dir", default="eval", help="where the tables, curves and converted models go (default eval)")
     p.add_argument("--step", type=int, help="pixels moved per step (default: one image row, i.e. the width)")
@@ -56,6 +58,8 @@ def run(a: argparse.Namespace) -> int:
     for row in r.summary():
         print(f"{row['method']:<18} {row['deletion_mean']:>15.4f} ± {row['deletion_std']:.4f} "
               f"{row['insertion_mean']:>17.4f} ± {row['insertion_std']:.4f}")
-    skipped = f" ({len(r.skipped)} unreadable, skipped)" if r.skipped else ""
-    print(f"{len(r.images)} images{skipped}; wrote {a.out_dir}/results.md, results.csv, per_image.csv, curves.png")
-    return 1 if r.skipped else 0
+    for path, why in r.failed:
+        print(f"onnx-gig: error: {path}: {why}", file=sys.stderr)
+    print(f"{len(r.images)} images" + (f" ({len(r.failed)} left out)" if r.failed else "")
+          + f"; wrote {a.out_dir}/results.md, results.csv, per_image.csv, curves.png")
+    return SOME_FAILED if r.failed else 0

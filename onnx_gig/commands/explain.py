@@ -29,7 +29,8 @@ def configure(e: argparse.ArgumentParser) -> None:
                    help="PNG/JPEG of any size and mode, a .npy holding one preprocessed tensor, a folder, or a glob")
     add_attribution_options(e)
     e.add_argument("--out", help="one image: the figure to write (default: IMAGE_gig.png in the current folder)")
-    e.add_argument("--save-npy", help="one image: also write the raw attributions (float32, model layout, no batch dim)")
+    e.add_argument("--save-npy", help="one image: also write the raw attributions (float32, model layout, "
+                                      "no batch dim)")
     e.add_argument("--out-dir", metavar="DIR", help="write figures and results.csv/.jsonl here (default with several "
                                                     "inputs: the current folder)")
     e.add_argument("--npy", action="store_true", help="with several inputs or --out-dir: also write each image's raw "
