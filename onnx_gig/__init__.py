@@ -15,5 +15,4 @@ from .runtime import GigModel  # noqa: E402
 from .writer import ResultWriter  # noqa: E402
 
 __all__ = ["convert", "explain", "explain_many", "explain_ray", "collect_inputs", "ExplainOptions", "ImageResult",
-           "ResultWriter",
-           "GigModel", "ConvertResult", "ExplainResult", "__version__"]
+           "ResultWriter", "GigModel", "ConvertResult", "ExplainResult", "__version__"]
