@@ -115,16 +115,21 @@ class GigActor:
                  figures: bool) -> None:
         from .runtime import GigModel
 
-        self.gm = GigModel(model, device=device, max_memory=max_memory, threads=threads)
+        self.gm, self.error = None, None
+        try:  # e.g. a model path this node cannot see: every image says so instead of an actor crash loop
+            self.gm = GigModel(model, device=device, max_memory=max_memory, threads=threads)
+        except GigError as exc:
+            self.error = _on_this_node(exc)
         self.options, self.npy, self.figures = options, npy, figures
         self.drawer = ResultWriter.__new__(ResultWriter)  # for its figure(), which needs only the options:
         self.drawer.options = options                     # the picture the one-process writer draws
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .batch import explain_arrays
+        from .batch import ImageResult, explain_arrays
 
         items = list(zip(batch["index"].tolist(), batch["path"].tolist()))
-        results = explain_arrays(self.gm, items, self.options)
+        results = (explain_arrays(self.gm, items, self.options) if self.gm is not None
+                   else [ImageResult(index=i, path=p, error=self.error) for i, p in items])
         pngs = []
         for r in results:
             png = b""
@@ -152,6 +157,13 @@ def _meta(r: Any) -> str:
     import json
 
     return json.dumps({k: getattr(r, k) for k in _FIELDS})
+
+
+def _on_this_node(exc: BaseException) -> str:
+    """An actor's start-up error as one line naming its node (a path one worker cannot see, say)."""
+    import socket
+
+    return f"on Ray node {socket.gethostname()}: {' '.join(str(exc).split())}"
 
 
 class _PNG(bytes):
@@ -211,6 +223,7 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], op
 
     from .api import _peek_gig_model
     from .batch import ExplainOptions, ImageResult, collect_inputs
+    from .runtime import parse_memory
 
     import_ray()  # before any work: a missing extra is one line
     options = options or ExplainOptions()
@@ -220,6 +233,9 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], op
     files, missing = collect_inputs(paths)
     if not files:
         raise InputError("no images found: " + "; ".join(f"{n}: {why}" for n, why in missing))
+    budget = parse_memory(max_memory)
+    if budget is not None and budget <= 0:
+        raise InputError(f"--max-memory must be a positive size such as 2G or 512M, got {max_memory!r}")
     model_path = Path(model).resolve()
     meta, _ = _peek_gig_model(model_path)
     nc = meta.get("onnx_gig.num_classes", "")
@@ -236,7 +252,7 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], op
         plan = plan_actors(ray, actors, threads, device)
         ds = ray.data.from_items([{"index": i, "path": str(Path(f).resolve())} for i, f in enumerate(files)])
         out = ds.map_batches(GigActor, fn_constructor_kwargs=dict(
-            model=str(model_path), options=options, device=plan.device, max_memory=max_memory,
+            model=str(model_path), options=options, device=plan.device, max_memory=budget,
             threads=plan.threads, npy=npy, figures=figures), **_map_kwargs(ray, plan, batch_images))
         bar = tqdm(total=len(names), disable=not progress, unit="image", desc=f"explain on {plan.actors} actors")
         with bar:
@@ -287,12 +303,21 @@ class EvalActor:
     def __init__(self, graphs: dict, methods: list, kwargs: dict) -> None:
         from .evaluate import EvalWorker
 
-        self.worker = EvalWorker(graphs, methods, **kwargs)
+        self.worker, self.error = None, None
+        try:
+            self.worker = EvalWorker(graphs, methods, **kwargs)
+        except GigError as exc:
+            self.error = _on_this_node(exc)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import pickle
 
-        part = self.worker.run(list(zip(batch["index"].tolist(), batch["path"].tolist())))
+        from .evaluate import EvalPart
+
+        items = list(zip(batch["index"].tolist(), batch["path"].tolist()))
+        part = (self.worker.run(items) if self.worker is not None else
+                EvalPart(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), {}, {}, {}, {},
+                         [(i, p, self.error) for i, p in items]))
         # one row per chunk: the part pickled (curves of every method, a few KB per image)
         return {"part": np.asarray([pickle.dumps(part)], dtype=object)}
 

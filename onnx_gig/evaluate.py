@@ -24,7 +24,7 @@ from .metrics import DEFAULT_BATCH, OnnxForward, blur, deletion, image_hw, inser
 from .methods import METHODS, converted, graphs_needed, parse_methods, saliency_maps
 from .plots import Series, hstack, line_chart
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
-from .runtime import GigModel
+from .runtime import GigModel, parse_memory
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Files, folders (searched recursively) and globs as ``batch.collect_inputs``; any unmatched one is an error."""
@@ -280,6 +280,7 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     from tqdm import tqdm
 
     names = parse_methods(methods)
+    parse_memory(max_memory)  # a bad size is one line here, not one per image from every worker
     paths, missing = collect_inputs(list(images))
     if not paths:
         raise InputError("no images to evaluate" + "".join(f"; {n}: {why}" for n, why in missing))

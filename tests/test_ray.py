@@ -6,6 +6,7 @@ store on this machine, torn down after the module. One test kills an actor's pro
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ from PIL import Image
 from ray.cluster_utils import Cluster
 
 from onnx_gig.batch import ExplainOptions, collect_inputs, explain_many
-from onnx_gig.distributed import explain_ray
+from onnx_gig.distributed import GigActor, explain_ray
 from onnx_gig.evaluate import evaluate
 from onnx_gig.writer import ResultWriter
 from test_eval import tiny_cnn, write_photos
@@ -166,6 +167,18 @@ def test_eval_on_ray_matches_one_process(cluster, tmp_path):
         for m in dist.methods:
             np.testing.assert_allclose(dist.curves[kind][m], local.curves[kind][m], rtol=0, atol=1e-6)
     assert (tmp_path / "dist" / "per_image.csv").read_text() == (tmp_path / "local" / "per_image.csv").read_text()
+
+
+def test_an_actor_that_cannot_load_the_model_fails_each_image_in_one_line(folder, tmp_path):
+    """A worker that cannot see the model (no shared storage) reports it per image; no actor crash loop."""
+    actor = GigActor(model=str(tmp_path / "elsewhere_gig.onnx"), options=ExplainOptions(steps=STEPS), device="cpu",
+                     max_memory=None, threads=1, npy=False, figures=True)
+    out = actor({"index": np.asarray([0, 1]), "path": np.asarray([str(p) for p in PHOTOS[:2]], dtype=object)})
+    metas = [json.loads(m) for m in out["meta"]]
+    assert out["index"].tolist() == [0, 1] and [m["path"] for m in metas] == [str(p) for p in PHOTOS[:2]]
+    for m in metas:
+        assert m["error"].startswith("on Ray node ") and "model file not found" in m["error"]
+        assert "\n" not in m["error"] and m["target"] is None
 
 
 def run_cli(*args, env=None):
