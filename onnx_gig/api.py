@@ -259,7 +259,8 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     order = np.argsort(-probs)[:top]
     t = int(ex.target[0])
     result = ExplainResult(
-        attributions=attr, saliency=saliency_map(attr, pp.layout, clip_percentile, sign), target=t, target_label=label_of(labels, t),
+        attributions=attr, saliency=saliency_map(attr, pp.layout, clip_percentile, sign), target=t,
+        target_label=label_of(labels, t),
         top=[(int(k), label_of(labels, int(k)), float(probs[k])) for k in order],
         convergence_delta=float(ex.convergence_delta[0]), provider=gm.provider, method=gm.method,
         seconds=time.perf_counter() - t0)

@@ -26,6 +26,7 @@ from .plots import Series, hstack, line_chart
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel, parse_memory
 
+
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Files, folders (searched recursively) and globs as ``batch.collect_inputs``; any unmatched one is an error."""
     out, missing = collect_inputs(list(paths))

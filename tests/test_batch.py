@@ -97,6 +97,16 @@ def test_cli_folder_run_writes_figures_tables_and_npy_and_names_the_bad_file(tre
     assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
 
 
+def test_explain_many_refuses_bad_options_before_any_session(tmp_path):
+    from onnx_gig.errors import InputError
+
+    for bad in (dict(steps=0), dict(sign="both"), dict(clip_percentile=0), dict(alpha=-1), dict(target=-3)):
+        with pytest.raises(InputError):
+            explain_many(tmp_path / "no-model.onnx", [PHOTOS], ExplainOptions(**bad))  # raises at the call
+    with pytest.raises(InputError):
+        explain_many(tmp_path / "no-model.onnx", [PHOTOS], batch_images=0)
+
+
 def test_cli_refuses_single_image_outputs_with_several_inputs(demo_gig, tmp_path):
     p = run_cli("explain", demo_gig, PHOTOS / "chelsea.png", PHOTOS / "coffee.png", "--out", tmp_path / "f.png")
     assert p.returncode == 2 and "--out-dir" in p.stderr and len(p.stderr.strip().splitlines()) == 1
