@@ -100,9 +100,18 @@ def plan_actors(ray: Any, actors: Optional[int], threads: Optional[int], device:
     return ActorPlan(n, min(t, max(1, node_cpus)), 1 if use_gpu else 0, "auto" if use_gpu else "cpu")
 
 
-def _map_kwargs(ray: Any, plan: ActorPlan, batch_size: int) -> dict:
-    return dict(compute=ray.data.ActorPoolStrategy(size=plan.actors), batch_size=batch_size,
-                num_cpus=plan.threads, num_gpus=plan.gpus or None, batch_format="numpy")
+def _actor_map(ray: Any, actor: type, kwargs: dict, rows: list[dict], plan: ActorPlan, batch: int) -> Any:
+    """``rows`` through ``actor`` on an actor pool, in blocks sized so that every actor gets work.
+
+    Batches shrink for small jobs (two per actor at least); blocks hold at most 64 rows (what a retry after
+    a lost actor redoes) and come at least 4 per actor when there are rows enough.
+    """
+    n = len(rows)
+    batch = max(1, min(batch, -(-n // (2 * plan.actors))))
+    per = max(batch, min(64, -(-n // (4 * plan.actors))))
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-n // per)))
+    return ds.map_batches(actor, fn_constructor_kwargs=kwargs, compute=ray.data.ActorPoolStrategy(size=plan.actors),
+                          batch_size=batch, num_cpus=plan.threads, num_gpus=plan.gpus or None, batch_format="numpy")
 
 
 # --------------------------------------------------------------------------- explain
@@ -250,10 +259,10 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], op
     first: Optional[float] = None
     with ray_session(address) as ray, writer:
         plan = plan_actors(ray, actors, threads, device)
-        ds = ray.data.from_items([{"index": i, "path": str(Path(f).resolve())} for i, f in enumerate(files)])
-        out = ds.map_batches(GigActor, fn_constructor_kwargs=dict(
-            model=str(model_path), options=options, device=plan.device, max_memory=budget,
-            threads=plan.threads, npy=npy, figures=figures), **_map_kwargs(ray, plan, batch_images))
+        rows = [{"index": i, "path": str(Path(f).resolve())} for i, f in enumerate(files)]
+        out = _actor_map(ray, GigActor, dict(model=str(model_path), options=options, device=plan.device,
+                                             max_memory=budget, threads=plan.threads, npy=npy, figures=figures),
+                         rows, plan, batch_images)
         bar = tqdm(total=len(names), disable=not progress, unit="image", desc=f"explain on {plan.actors} actors")
         with bar:
             for b in out.iter_batches(batch_size=None, batch_format="numpy"):
@@ -341,8 +350,7 @@ def evaluate_ray(graphs: dict[str, Path], methods: list[str], items: list[tuple[
     with ray_session(address) as ray:
         plan = plan_actors(ray, actors, kwargs.get("threads"), kwargs.get("device", "auto"))
         kw = {**kwargs, "threads": plan.threads, "device": plan.device}
-        out = ray.data.from_items(rows).map_batches(EvalActor, fn_constructor_kwargs=dict(
-            graphs=graphs, methods=list(methods), kwargs=kw), **_map_kwargs(ray, plan, chunk))
+        out = _actor_map(ray, EvalActor, dict(graphs=graphs, methods=list(methods), kwargs=kw), rows, plan, chunk)
         with tqdm(total=len(rows), disable=not progress, unit="image", desc=f"eval on {plan.actors} actors") as bar:
             for b in out.iter_batches(batch_size=None, batch_format="numpy"):
                 for blob in b["part"]:
