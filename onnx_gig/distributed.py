@@ -109,7 +109,12 @@ def _actor_map(ray: Any, actor: type, kwargs: dict, rows: list[dict], plan: Acto
     n = len(rows)
     batch = max(1, min(batch, -(-n // (2 * plan.actors))))
     per = max(batch, min(64, -(-n // (4 * plan.actors))))
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-n // per)))
+    ctx = ray.data.DataContext.get_current()
+    saved, ctx.target_max_block_size = ctx.target_max_block_size, 1  # each batch's output is a block of its own:
+    try:                                                              # results stream per batch, not per block
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-n // per)))
+    finally:
+        ctx.target_max_block_size = saved
     return ds.map_batches(actor, fn_constructor_kwargs=kwargs, compute=ray.data.ActorPoolStrategy(size=plan.actors),
                           batch_size=batch, num_cpus=plan.threads, num_gpus=plan.gpus or None, batch_format="numpy")
 
