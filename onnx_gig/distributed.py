@@ -61,12 +61,15 @@ def ray_session(address: Optional[str] = None, num_cpus: Optional[int] = None) -
         except (ConnectionError, ValueError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise GigError(f"cannot connect to the Ray cluster at {address}: {first}") from None
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # "Starting execution of Dataset ..." per run
-    ctx = ray.data.DataContext.get_current()
+    log, ctx = logging.getLogger("ray.data"), ray.data.DataContext.get_current()
+    saved = log.level, ctx.enable_progress_bars
+    log.setLevel(logging.ERROR)  # not "Starting execution of Dataset ..." per run
     ctx.enable_progress_bars = False  # the driver draws one bar over images
     try:
         yield ray
     finally:
+        log.setLevel(saved[0])
+        ctx.enable_progress_bars = saved[1]
         if started:
             ray.shutdown()
 
@@ -109,9 +112,11 @@ def _actor_map(ray: Any, actor: type, kwargs: dict, rows: list[dict], plan: Acto
     n = len(rows)
     batch = max(1, min(batch, -(-n // (2 * plan.actors))))
     per = max(batch, min(64, -(-n // (4 * plan.actors))))
+    # a dataset keeps the context it was made in: with a 1-byte target block size every batch's output is a
+    # block of its own, so results (and the progress bar) stream per batch rather than per block of rows
     ctx = ray.data.DataContext.get_current()
-    saved, ctx.target_max_block_size = ctx.target_max_block_size, 1  # each batch's output is a block of its own:
-    try:                                                              # results stream per batch, not per block
+    saved, ctx.target_max_block_size = ctx.target_max_block_size, 1
+    try:
         ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-n // per)))
     finally:
         ctx.target_max_block_size = saved
@@ -329,9 +334,10 @@ class EvalActor:
         from .evaluate import EvalPart
 
         items = list(zip(batch["index"].tolist(), batch["path"].tolist()))
+        none = np.zeros(0, np.int64)
         part = (self.worker.run(items) if self.worker is not None else
-                EvalPart(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), {}, {}, {}, {},
-                         [(i, p, self.error) for i, p in items]))
+                EvalPart(indices=none, targets=none, probs=np.zeros(0), curves={}, x={}, seconds={}, maps={},
+                         errors=[(i, p, self.error) for i, p in items]))
         # one row per chunk: the part pickled (curves of every method, a few KB per image)
         return {"part": np.asarray([pickle.dumps(part)], dtype=object)}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from PIL import Image
 from ray.cluster_utils import Cluster
 
 from onnx_gig.batch import ExplainOptions, collect_inputs, explain_many
-from onnx_gig.distributed import GigActor, explain_ray
+from onnx_gig.distributed import EvalActor, GigActor, explain_ray
 from onnx_gig.evaluate import evaluate
 from onnx_gig.writer import ResultWriter
 from test_eval import tiny_cnn, write_photos
@@ -170,7 +171,7 @@ def test_eval_on_ray_matches_one_process(cluster, tmp_path):
     assert (tmp_path / "dist" / "per_image.csv").read_text() == (tmp_path / "local" / "per_image.csv").read_text()
 
 
-def test_an_actor_that_cannot_load_the_model_fails_each_image_in_one_line(folder, tmp_path):
+def test_an_actor_that_cannot_load_the_model_fails_each_image_in_one_line(tmp_path):
     """A worker that cannot see the model (no shared storage) reports it per image; no actor crash loop."""
     actor = GigActor(model=str(tmp_path / "elsewhere_gig.onnx"), options=ExplainOptions(steps=STEPS), device="cpu",
                      max_memory=None, threads=1, npy=False, figures=True)
@@ -180,6 +181,11 @@ def test_an_actor_that_cannot_load_the_model_fails_each_image_in_one_line(folder
     for m in metas:
         assert m["error"].startswith("on Ray node ") and "model file not found" in m["error"]
         assert "\n" not in m["error"] and m["target"] is None
+    actor = EvalActor(graphs={"ig": str(tmp_path / "elsewhere_ig.onnx")}, methods=["ig"], kwargs={"device": "cpu"})
+    part = pickle.loads(bytes(actor({"index": np.asarray([3]), "path": np.asarray([str(PHOTOS[0])], dtype=object)})
+                              ["part"][0]))
+    assert len(part.indices) == 0 and [e[:2] for e in part.errors] == [(3, str(PHOTOS[0]))]
+    assert part.errors[0][2].startswith("on Ray node ") and "model file not found" in part.errors[0][2]
 
 
 def run_cli(*args, env=None):
