@@ -21,8 +21,8 @@ def add_ray_options(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"run on Ray: {what}. Without ADDRESS a local Ray starts (a laptop); with one, e.g. "
                         "ray://head:10001 or auto, the job joins that cluster (needs pip install 'onnx-gig[ray]')")
     p.add_argument("--actors", type=int, metavar="N",
-                   help="Ray actors, each with one onnxruntime session and --threads (default: cores / actors) "
-                        "threads (default: one per GPU with CUDA, else one per 4 cores)")
+                   help="with --ray: the number of actors, each holding one onnxruntime session (default: one per "
+                        "GPU with CUDA, else one per 4 cores); each runs --threads threads (default: cores / actors)")
 
 
 def check_ray_options(a: argparse.Namespace) -> None:
