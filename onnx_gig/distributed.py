@@ -233,7 +233,8 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], op
                 report: Optional[Callable[[Any], None]] = None) -> RaySummary:
     """Explain files, folders and globs on Ray actors and write ``out_dir`` as ``explain_many`` + ResultWriter do.
 
-    ``address``: ``None`` or "local" starts a local Ray; else a cluster address ("auto", "ray://host:10001").
+    ``address``: ``None`` or "local" starts a local Ray; else a cluster address ("auto", "ray://host:10001");
+    a Ray already initialised in this process is used as it is.
     ``batch_images`` images go to an actor per task. Paths (model and images) must be readable by every worker.
     ``report`` is called with each result as it is written (the CLI names failures with it); ``protect``
     lists files no output may overwrite.
