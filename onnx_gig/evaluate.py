@@ -24,7 +24,7 @@ from .metrics import DEFAULT_BATCH, OnnxForward, blur, deletion, image_hw, inser
 from .methods import METHODS, converted, graphs_needed, parse_methods, saliency_maps
 from .plots import Series, hstack, line_chart
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
-from .runtime import GigModel
+from .runtime import GigModel, parse_memory
 
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -35,23 +35,6 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     if not out:
         raise InputError("no images to evaluate")
     return out
-
-
-def load_good(paths: Sequence[Path], pp: Preprocess,
-              input_shape: Sequence) -> tuple[np.ndarray, list[Path], list[tuple[str, str]]]:
-    """The readable images as one batch, their paths, and (path, one-line reason) for each unreadable one."""
-    from .batch import error_line
-
-    xs, good, failed = [], [], []
-    for p in paths:
-        try:
-            xs.append(load_input(p, pp, input_shape)[0])
-            good.append(p)
-        except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
-            failed.append((str(p), error_line(exc, str(p))))
-    if not good:
-        raise InputError("no readable images: " + "; ".join(f"{p}: {why}" for p, why in failed))
-    return np.stack(xs), good, failed
 
 
 @dataclass
@@ -174,101 +157,208 @@ def load_batch(paths: Sequence[Path], pp: Preprocess, input_shape: Sequence) -> 
     return np.stack([load_input(p, pp, input_shape)[0] for p in paths])
 
 
+EVAL_CHUNK = 64  # images a worker holds at a time: memory stays bounded over a whole validation set
+
+
+@dataclass
+class EvalPart:
+    """Targets, probabilities, curves (and maps) of a chunk of images, with their indices in the whole run."""
+
+    indices: np.ndarray  # [n] positions in the run's image list
+    targets: np.ndarray
+    probs: np.ndarray
+    curves: dict[str, dict[str, np.ndarray]]  # kind -> method -> [n, points]
+    x: dict[str, np.ndarray]
+    seconds: dict[str, float]
+    maps: dict[str, np.ndarray]  # method -> [n, H, W] (empty unless kept)
+    errors: list[tuple[int, str, str]] = field(default_factory=list)  # (index, path, reason): unreadable images
+    hw: tuple[int, int] = (0, 0)
+    provider: str = ""
+    preprocess: str = "{}"  # the Preprocess JSON the worker used
+
+
+class EvalWorker:
+    """The per-image half of ``evaluate``: sessions made once, then maps and curves for any chunk of images.
+
+    One process runs one worker over the images in chunks; ``--ray`` runs one per actor. Every number
+    depends only on the image and its index, so the split does not change the results.
+    """
+
+    def __init__(self, graphs: dict[str, str | os.PathLike], methods: Sequence[str], *, step: Optional[int] = None,
+                 batch_size: int = DEFAULT_BATCH, steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE,
+                 baseline: str = "zeros", seed: int = 0, device: str = "auto", max_memory: int | str | None = None,
+                 threads: Optional[int] = None, keep_maps: bool = False) -> None:
+        from .api import guess_preprocess
+
+        self.graphs = {g: GigModel(p, device=device, max_memory=max_memory, threads=threads) for g, p in graphs.items()}
+        first = next(iter(self.graphs.values()))
+        self.pp = (Preprocess.from_json(first.preprocess_json) if first.preprocess_json
+                   else guess_preprocess(first.input_shape))
+        self.input_shape = first.input_shape
+        self.provider = first.provider
+        self.forward = OnnxForward(first.path, device=device, threads=threads)
+        self.methods, self.step, self.batch_size = list(methods), step, batch_size
+        self.steps, self.rule, self.baseline, self.seed, self.keep_maps = steps, rule, baseline, seed, keep_maps
+
+    def run(self, items: Sequence[tuple[int, str | os.PathLike]], bar=None) -> EvalPart:
+        """Maps and deletion/insertion curves of ``items`` ((index, path) pairs); unreadable images are left out."""
+        from .api import softmax
+        from .batch import error_line
+
+        pp, bs = self.pp, self.batch_size
+        xs, idx, errors = [], [], []
+        for i, path in items:
+            try:
+                xs.append(load_input(path, pp, self.input_shape)[0])
+                idx.append(int(i))
+            except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
+                errors.append((int(i), str(path), error_line(exc, str(path))))
+        names = self.methods
+        if bar is not None:
+            bar.update(len(errors))
+        if not xs:
+            return EvalPart(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), {}, {}, {}, {}, errors)
+        x = np.stack(xs)
+        h, w = image_hw(x[0], pp.layout)
+        scores = np.concatenate([self.forward(x[i:i + bs]) for i in range(0, len(x), bs)])
+        targets = scores.argmax(1)
+        probs = softmax(scores.astype(np.float64))
+        base = (np.stack([make_baseline(self.baseline, xi, None, pp) for xi in x])
+                if self.baseline != "zeros" else None)
+        maps: dict[str, np.ndarray] = {}
+        seconds: dict[str, float] = {}
+        for m in names:
+            meth = METHODS[m]
+            # one image per run for the integrated methods (and the random map, which depends on its index)
+            group = 1 if meth.integrated or meth.graph is None else max(1, int(bs))
+            t0 = time.perf_counter()
+            parts = []
+            for i in range(0, len(x), group):
+                if bar is not None:
+                    bar.set_description(f"maps: {m}")
+                parts.append(saliency_maps(m, self.graphs.get(meth.graph or ""), x[i:i + group],
+                                           targets[i:i + group], pp.layout, self.steps, self.rule,
+                                           None if base is None else base[i:i + group], seed=self.seed,
+                                           first_index=idx[i]))
+            maps[m] = np.concatenate(parts)
+            seconds[m] = time.perf_counter() - t0
+        curves: dict[str, dict[str, list]] = {"deletion": {m: [] for m in names}, "insertion": {m: [] for m in names}}
+        xs_: dict[str, np.ndarray] = {}
+        if bar is not None:
+            bar.set_description("deletion/insertion")
+        for i in range(len(x)):
+            blurred = blur(x[i], pp.layout)
+            for m in names:
+                kw = dict(step=self.step, target=int(targets[i]), batch_size=bs, layout=pp.layout)
+                for c in (deletion(self.forward, x[i], maps[m][i], **kw),
+                          insertion(self.forward, x[i], maps[m][i], blurred=blurred, **kw)):
+                    curves[c.kind][m].append(c.y)
+                    xs_[c.kind] = c.x
+            if bar is not None:
+                bar.update(1)
+        return EvalPart(np.asarray(idx, np.int64), targets, probs[np.arange(len(targets)), targets],
+                        {k: {m: np.stack(v) for m, v in per.items()} for k, per in curves.items()}, xs_, seconds,
+                        maps if self.keep_maps else {}, errors, (h, w), self.provider, pp.to_json())
+
+
 def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], methods: str | Sequence[str] | None = None,
              out_dir: str | os.PathLike | None = None, *, step: Optional[int] = None, batch_size: int = DEFAULT_BATCH,
              steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE, baseline: str = "zeros", seed: int = 0,
              device: str = "auto", max_memory: int | str | None = None, threads: Optional[int] = None,
              cache_dir: str | os.PathLike | None = None, progress: bool = False, title: Optional[str] = None,
-             save_maps: bool = False) -> EvalResult:
+             save_maps: bool = False, ray: Optional[str] = None, actors: Optional[int] = None) -> EvalResult:
     """Deletion and insertion of every method on every image of a classifier ``model`` (the original .onnx).
 
     The converted models the methods need are written to ``cache_dir`` (default ``out_dir/converted``,
     else a temporary folder) and reused while the model and the converter are unchanged. Results are
-    written to ``out_dir`` when given.
+    written to ``out_dir`` when given. Images are read and scored ``EVAL_CHUNK`` at a time; with ``ray``
+    (``"local"`` or a cluster address) the chunks run on ``actors`` Ray actors instead
+    (:func:`onnx_gig.distributed.evaluate_ray`). An image that cannot be read is
+    left out and listed in ``failed`` with its reason, as is an argument that matches no file.
     """
     import tempfile
 
     from tqdm import tqdm
 
-    from .api import guess_preprocess, label_of, softmax
-
     names = parse_methods(methods)
-    paths, failed = collect_inputs(list(images))
+    parse_memory(max_memory)  # a bad size is one line here, not one per image from every worker
+    paths, missing = collect_inputs(list(images))
     if not paths:
-        raise InputError("no images to evaluate" + "".join(f"; {n}: {why}" for n, why in failed))
+        raise InputError("no images to evaluate" + "".join(f"; {n}: {why}" for n, why in missing))
     src = Path(model)
     if not src.is_file():
         raise InputError(f"model file not found: {src}")
     if any(p.key == "onnx_gig.method" for p in read_onnx(src, load_external_data=False).metadata_props):
         raise ModelError(f"{src} is already a converted model; pass the original classifier")
+    if ray is not None:
+        from .distributed import import_ray
+
+        import_ray()  # a missing extra is one line, before any conversion
     tmp = None
     if cache_dir is None:
         if out_dir is not None:
             cache_dir = Path(out_dir) / "converted"
-        else:
+        elif ray is None:
             tmp = tempfile.TemporaryDirectory(prefix="onnx-gig-eval-")
             cache_dir = tmp.name
+        else:
+            raise InputError("eval on Ray needs an output folder the workers can read (out_dir or cache_dir)")
+    items = list(enumerate(map(str, paths)))
     try:
-        graphs = {g: GigModel(converted(src, g, cache_dir), device=device, max_memory=max_memory, threads=threads)
-                  for g in graphs_needed(names) or ["ig"]}
-        first = next(iter(graphs.values()))
-        pp = Preprocess.from_json(first.preprocess_json) if first.preprocess_json else guess_preprocess(first.input_shape)
-        forward = OnnxForward(first.path, device=device, threads=threads)
-        x, paths, unreadable = load_good(paths, pp, first.input_shape)
-        failed = unreadable + failed
-        h, w = image_hw(x[0], pp.layout)
-        scores = np.concatenate([forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-        targets = scores.argmax(1)
-        probs = softmax(scores.astype(np.float64))
-        base = np.stack([make_baseline(baseline, xi, None, pp) for xi in x]) if baseline != "zeros" else None
+        files = {g: converted(src, g, cache_dir) for g in graphs_needed(names) or ["ig"]}
+        kwargs = dict(step=step, batch_size=batch_size, steps=steps, rule=rule, baseline=baseline, seed=seed,
+                      device=device, max_memory=max_memory, threads=threads, keep_maps=save_maps)
+        if ray is not None:
+            from .distributed import evaluate_ray
 
-        bar = tqdm(total=2 * len(names) * len(paths), disable=not progress, unit="map", desc="maps")
-        maps: dict[str, np.ndarray] = {}
-        seconds: dict[str, float] = {}
-        for m in names:
-            meth = METHODS[m]
-            group = 1 if meth.integrated else max(1, int(batch_size))
-            t0 = time.perf_counter()
-            parts = []
-            for i in range(0, len(x), group):
-                bar.set_description(f"maps: {m}")
-                parts.append(saliency_maps(m, graphs.get(meth.graph or ""), x[i:i + group], targets[i:i + group],
-                                           pp.layout, steps, rule, None if base is None else base[i:i + group],
-                                           seed=seed, first_index=i))
-                bar.update(len(parts[-1]))
-            maps[m] = np.concatenate(parts)
-            seconds[m] = time.perf_counter() - t0
-
-        curves: dict[str, dict[str, list]] = {"deletion": {m: [] for m in names}, "insertion": {m: [] for m in names}}
-        xs: dict[str, np.ndarray] = {}
-        bar.set_description("deletion/insertion")
-        for i in range(len(x)):
-            blurred = blur(x[i], pp.layout)
-            for m in names:
-                t = int(targets[i])
-                kw = dict(step=step, target=t, batch_size=batch_size, layout=pp.layout)
-                for c in (deletion(forward, x[i], maps[m][i], **kw),
-                          insertion(forward, x[i], maps[m][i], blurred=blurred, **kw)):
-                    curves[c.kind][m].append(c.y)
-                    xs[c.kind] = c.x
-                bar.update(1)
-        bar.close()
-        labels = first.labels
-        settings = {"step": int(step or w), "points": int(len(xs["deletion"])), "blur": "11x11 sigma-5",
-                    "steps": steps, "rule": rule, "baseline": baseline, "batch_size": int(batch_size),
-                    "seed": seed, "image_size": [h, w], "provider": first.provider,
-                    "preprocess": json.loads(pp.to_json())}
-        result = EvalResult(model=str(src), images=[str(p) for p in paths], methods=names, targets=targets,
-                            target_labels=[label_of(labels, int(t)) for t in targets],
-                            clean_prob=probs[np.arange(len(targets)), targets], x=xs,
-                            curves={k: {m: np.stack(v) for m, v in per.items()} for k, per in curves.items()},
-                            settings=settings, seconds=seconds, maps=maps, failed=failed)
+            parts = evaluate_ray(files, names, items, kwargs, address=ray, actors=actors, progress=progress)
+        else:
+            worker = EvalWorker(files, names, **kwargs)
+            with tqdm(total=len(items), disable=not progress, unit="image", desc="maps") as bar:
+                parts = [worker.run(items[i:i + EVAL_CHUNK], bar) for i in range(0, len(items), EVAL_CHUNK)]
+        meta = {p.key: p.value for p in read_onnx(next(iter(files.values())), load_external_data=False).metadata_props}
+        labels = json.loads(meta["onnx_gig.labels"]) if meta.get("onnx_gig.labels") else None
     finally:
         if tmp is not None:
             tmp.cleanup()
+    result = assemble(str(src), paths, missing, names, parts, labels, {"step": step, "steps": steps, "rule": rule,
+                                                             "baseline": baseline, "batch_size": int(batch_size),
+                                                             "seed": seed})
     if out_dir is not None:
         result.save(out_dir, title, save_maps)
     return result
 
 
-__all__ = ["EvalResult", "collect_images", "evaluate", "load_batch", "load_good"]
+def assemble(model: str, paths: Sequence[Path], missing: Sequence[tuple[str, str]], names: list[str],
+             parts: Sequence[EvalPart], labels: Optional[list[str]], settings: dict) -> EvalResult:
+    """One EvalResult from the parts of a run, in image order, whatever order the parts came in.
+
+    ``missing``: (argument, reason) for arguments that matched no file; they follow the unreadable images
+    in ``failed``.
+    """
+    from .api import label_of
+
+    failed = [(path, why) for _, path, why in sorted(e for p in parts for e in p.errors)] + list(missing)
+    parts = [p for p in parts if len(p.indices)]
+    if not parts:
+        raise InputError("no readable images: " + "; ".join(f"{p}: {why}" for p, why in failed))
+    order = np.argsort(np.concatenate([p.indices for p in parts]), kind="stable")
+    cat = lambda arrays: np.concatenate(arrays)[order]  # noqa: E731
+    targets = cat([p.targets for p in parts])
+    kept = cat([p.indices for p in parts])
+    first = parts[0]
+    xs = first.x
+    maps = {m: cat([p.maps[m] for p in parts]) for m in names if m in first.maps}
+    seconds = {m: float(sum(p.seconds.get(m, 0.0) for p in parts)) for m in names}
+    h, w = first.hw
+    settings = {"step": int(settings.get("step") or w), "points": int(len(xs["deletion"])), "blur": "11x11 sigma-5",
+                **{k: v for k, v in settings.items() if k != "step"}, "image_size": [h, w], "provider": first.provider,
+                "preprocess": json.loads(first.preprocess)}
+    return EvalResult(model=model, images=[str(paths[i]) for i in kept], methods=names, targets=targets,
+                      target_labels=[label_of(labels, int(t)) for t in targets],
+                      clean_prob=cat([p.probs for p in parts]),
+                      x=xs, curves={k: {m: cat([p.curves[k][m] for p in parts]) for m in names} for k in xs},
+                      settings=settings, seconds=seconds, maps=maps, failed=failed)
+
+
+__all__ = ["EvalPart", "EvalResult", "EvalWorker", "assemble", "collect_images", "evaluate", "load_batch"]

@@ -15,6 +15,24 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
 
 
+def add_ray_options(p: argparse.ArgumentParser, what: str) -> None:
+    """--ray [ADDRESS] and --actors N: the same job on a Ray cluster (the optional extra onnx-gig[ray])."""
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help=f"run on Ray: {what}. Without ADDRESS a local Ray starts (a laptop); with one, e.g. "
+                        "ray://head:10001 or auto, the job joins that cluster (needs pip install 'onnx-gig[ray]')")
+    p.add_argument("--actors", type=int, metavar="N",
+                   help="with --ray: the number of actors, each holding one onnxruntime session (default: one per "
+                        "GPU with CUDA, else one per 4 cores); each runs --threads threads (default: cores / actors)")
+
+
+def check_ray_options(a: argparse.Namespace) -> None:
+    """--actors only means something with --ray."""
+    from ..errors import InputError
+
+    if a.actors is not None and a.ray is None:
+        raise InputError("--actors sets the number of Ray actors; add --ray (a local Ray) or --ray ADDRESS")
+
+
 def add_attribution_options(p: argparse.ArgumentParser) -> None:
     """The integration: steps, rule, baseline, target."""
     p.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")

@@ -6,7 +6,7 @@ import sys
 
 from ..methods import ALL, METHODS
 from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES
-from ._common import add_run_options
+from ._common import add_ray_options, add_run_options, check_ray_options
 from .explain import SOME_FAILED
 
 NAME = "eval"
@@ -42,14 +42,18 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", help="title for the table and figure")
     p.add_argument("--save-maps", action="store_true", help="also write every map to OUT_DIR/maps.npz")
     add_run_options(p)
+    add_ray_options(p, "every image's maps and curves run on Ray actors (chunks of images per actor); OUT_DIR "
+                       "(the converted models) and the images must be readable by every worker")
 
 
 def run(a: argparse.Namespace) -> int:
     from ..evaluate import evaluate
 
+    check_ray_options(a)
     r = evaluate(a.model, a.images, a.methods, a.out_dir, step=a.step, batch_size=a.batch_size, steps=a.steps,
                  rule=a.rule, baseline=a.baseline, seed=a.seed, device=a.device, max_memory=a.max_memory,
-                 threads=a.threads, progress=sys.stderr.isatty(), title=a.title, save_maps=a.save_maps)
+                 threads=a.threads, progress=sys.stderr.isatty(), title=a.title, save_maps=a.save_maps,
+                 ray=a.ray, actors=a.actors)
     print(f"{'method':<18} {'deletion (lower better)':>24} {'insertion (higher better)':>26}")
     for row in r.summary():
         print(f"{row['method']:<18} {row['deletion_mean']:>15.4f} ± {row['deletion_std']:.4f} "

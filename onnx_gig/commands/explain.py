@@ -6,7 +6,8 @@ import os
 import sys
 
 from ..heatmap import CMAPS, DEFAULT_ALPHA, DEFAULT_CLIP, SIGNS
-from ._common import add_attribution_options, add_run_options, print_explanation
+from ._common import (add_attribution_options, add_ray_options, add_run_options, check_ray_options,
+                      print_explanation)
 
 NAME = "explain"
 HELP = "attribute images with a converted model and draw the heatmaps"
@@ -46,16 +47,19 @@ def configure(e: argparse.ArgumentParser) -> None:
     g.add_argument("--cmap", choices=CMAPS, help="colour map (default inferno; rdbu for --sign all)")
     e.add_argument("-f", "--force", action="store_true", help="overwrite figures, .npy files and tables that exist")
     add_run_options(e)
+    add_ray_options(e, "folder mode on Ray Data, each actor holding one session and drawing its images' figures; "
+                       "the same files are written. The model and the images must be readable by every worker")
 
 
 def _many(a: argparse.Namespace) -> bool:
     """Folder mode: several inputs, a folder or glob, --out-dir or --npy; else the one-image path of old."""
     one = len(a.inputs) == 1 and not os.path.isdir(a.inputs[0]) and (os.path.exists(a.inputs[0])
                                                                     or not any(c in a.inputs[0] for c in "*?["))
-    return not one or a.out_dir is not None or a.npy
+    return not one or a.out_dir is not None or a.npy or a.ray is not None
 
 
 def run(a: argparse.Namespace) -> int:
+    check_ray_options(a)
     if _many(a):
         return run_many(a)
     from ..api import explain
@@ -102,6 +106,8 @@ def run_many(a: argparse.Namespace) -> int:
     options.check()
     out_dir = a.out_dir or "."
     protect = [a.model] + ([a.baseline] if os.path.isfile(a.baseline) else [])
+    if a.ray is not None:
+        return run_ray(a, options, out_dir, protect)
     with ResultWriter(out_dir, npy=a.npy, overwrite=a.force, options=options,
                       inputs=[str(f) for f in files] + [n for n, _ in missing], protect=protect) as w:
         for r in results_of(a, [str(f) for f in files] + [n for n, _ in missing], options):
@@ -112,3 +118,25 @@ def run_many(a: argparse.Namespace) -> int:
     print(f"{w.explained} explained, {failed} failed; wrote {w.explained} figures"
           + (" and .npy files" if a.npy else "") + f", results.csv and results.jsonl in {out_dir}")
     return SOME_FAILED if failed else 0
+
+
+def report_failure(r) -> None:
+    """One stderr line per input that could not be explained (above the progress bar)."""
+    from tqdm import tqdm
+
+    if r.error:
+        tqdm.write(f"onnx-gig: error: {r.path}: {r.error}", file=sys.stderr)
+
+
+def run_ray(a: argparse.Namespace, options, out_dir: str, protect: list) -> int:
+    """--ray: the same folder mode on Ray actors (onnx_gig.distributed.explain_ray)."""
+    from ..distributed import explain_ray
+
+    s = explain_ray(a.model, a.inputs, options, out_dir, address=a.ray, actors=a.actors, device=a.device,
+                    max_memory=a.max_memory, threads=a.threads, npy=a.npy, overwrite=a.force,
+                    progress=sys.stderr.isatty(), protect=protect, report=report_failure)
+    print(f"{s.explained} explained, {s.failed} failed on {s.actors} Ray actors x {s.threads} threads in "
+          f"{s.seconds:.1f} s ({s.startup_seconds:.1f} s to the first result, then {s.images_per_second:.2f} "
+          f"images/s); wrote {s.explained} figures" + (" and .npy files" if a.npy else "")
+          + f", results.csv and results.jsonl in {out_dir}")
+    return SOME_FAILED if s.failed else 0
