@@ -13,7 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -41,11 +41,19 @@ def _folder_files(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def collect_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
+class Inputs(NamedTuple):
+    """What ``collect_inputs`` found: the files in order, and ``(argument, reason)`` for each that matched nothing."""
+
+    files: list[Path]
+    missing: list[tuple[str, str]]
+
+
+def collect_inputs(paths: Sequence[str | os.PathLike]) -> Inputs:
     """Expand files, folders (recursive; image files and .npy only) and globs, in argument order.
 
     Returns the files (each once, first occurrence kept) and ``(argument, reason)`` for every argument
     that matched nothing. A file named explicitly is kept whatever its suffix (reading it may then fail).
+    An ``Inputs`` can be passed on to ``explain_many`` as is, so the indices the caller saw stay the same.
     """
     files: list[Path] = []
     missing: list[tuple[str, str]] = []
@@ -76,7 +84,7 @@ def collect_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list
                 add(f)
         else:
             missing.append((text, "no such file or folder"))
-    return files, missing
+    return Inputs(files, missing)
 
 
 @dataclass
@@ -228,7 +236,7 @@ def batch_images_for(gm: GigModel, steps: int) -> int:
     return int(max(1, min(MAX_BATCH_IMAGES, gm.rows_per_run() // max(1, int(steps)))))
 
 
-def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.PathLike],
+def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.PathLike] | Inputs,
                  options: Optional[ExplainOptions] = None, *, batch_images: Optional[int] = None,
                  device: str = "auto", max_memory: int | str | None = None, threads: Optional[int] = None,
                  progress: bool = False) -> Iterator[ImageResult]:
@@ -237,10 +245,11 @@ def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.P
     Only one batch of images is loaded at a time (``batch_images``, default from the memory budget), so
     memory stays bounded however many paths are given. Arguments that match nothing come last, as results
     with an error. Options and the model are checked before anything runs; a model or option problem
-    raises a :class:`GigError`, a bad image never does.
+    raises a :class:`GigError`, a bad image never does. ``paths`` may be what ``collect_inputs`` returned,
+    taken as it is (the result indices are then exactly that listing's).
     """
     options = options or ExplainOptions()
-    files, missing = collect_inputs(paths)
+    files, missing = paths if isinstance(paths, Inputs) else collect_inputs(paths)
     if not files and not missing:
         raise InputError("no images given")
     if batch_images is not None and (isinstance(batch_images, bool) or not isinstance(batch_images, int)
@@ -282,5 +291,5 @@ def _iterate(model, files, missing, options, batch_images, device, budget, threa
         bar.close()
 
 
-__all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "baselines", "batch_images_for", "collect_inputs",
+__all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "Inputs", "baselines", "batch_images_for", "collect_inputs",
            "explain_arrays", "explain_many", "preprocess_of"]

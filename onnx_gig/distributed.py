@@ -225,7 +225,7 @@ class RaySummary:
         return (self.explained - 1) / span if self.explained > 1 and span > 0 else 0.0
 
 
-def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], options: Any = None,
+def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | Any, options: Any = None,
                 out_dir: str | os.PathLike = ".", *, address: Optional[str] = None, actors: Optional[int] = None,
                 batch_images: int = 4, device: str = "auto", max_memory: int | str | None = None,
                 threads: Optional[int] = None, npy: bool = False, figures: bool = True, overwrite: bool = False,
@@ -241,21 +241,19 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike], op
     """
     from tqdm import tqdm
 
-    from .api import _peek_gig_model
-    from .batch import ExplainOptions, ImageResult, collect_inputs
-    from .runtime import parse_memory
+    from .api import _peek_gig_model, check_budget, check_threads
+    from .batch import ExplainOptions, ImageResult, Inputs, collect_inputs
 
     import_ray()  # before any work: a missing extra is one line
     options = options or ExplainOptions()
     options.check()
     if isinstance(batch_images, bool) or not isinstance(batch_images, int) or batch_images < 1:
         raise InputError(f"batch_images must be a positive whole number, got {batch_images!r}")
-    files, missing = collect_inputs(paths)
+    files, missing = paths if isinstance(paths, Inputs) else collect_inputs(paths)
     if not files:
         raise InputError("no images found: " + "; ".join(f"{n}: {why}" for n, why in missing))
-    budget = parse_memory(max_memory)
-    if budget is not None and budget <= 0:
-        raise InputError(f"--max-memory must be a positive size such as 2G or 512M, got {max_memory!r}")
+    budget = check_budget(max_memory)
+    check_threads(threads)
     model_path = Path(model).resolve()
     meta, _ = _peek_gig_model(model_path)
     nc = meta.get("onnx_gig.num_classes", "")

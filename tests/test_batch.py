@@ -275,3 +275,17 @@ def test_ctrl_c_during_a_folder_run_leaves_complete_figures_and_no_partial_table
 
         with Image.open(out / n) as im:
             im.load()  # every figure left is complete
+
+
+def test_collected_inputs_keep_their_indices_when_a_file_goes_missing(demo_gig, tmp_path):
+    """explain_many takes collect_inputs' listing as it is: a file deleted in between stays at its index."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        shutil.copy(PHOTOS / "camera.png", d / name)
+    inputs = collect_inputs([d, tmp_path / "nope.png"])
+    (d / "b.png").unlink()
+    res = list(explain_many(demo_gig, inputs, ExplainOptions(steps=2)))
+    assert [(r.index, Path(r.path).name, r.ok) for r in res] == [
+        (0, "a.png", True), (1, "b.png", False), (2, "c.png", True), (3, "nope.png", False)]
+    assert res[3].error == "no such file or folder"

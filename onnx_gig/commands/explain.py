@@ -80,18 +80,16 @@ def options_of(a: argparse.Namespace):
                           clip_percentile=a.clip_percentile, sign=a.sign, cmap=a.cmap, alpha=a.alpha)
 
 
-def results_of(a: argparse.Namespace, files, options):
-    """The results, in input order. Hook point: a distributed backend (--ray) swaps this iterator."""
+def results_of(a: argparse.Namespace, inputs, options):
+    """The results, in the order of ``inputs`` (what collect_inputs found)."""
     from ..batch import explain_many
 
-    return explain_many(a.model, files, options, device=a.device, max_memory=a.max_memory, threads=a.threads,
+    return explain_many(a.model, inputs, options, device=a.device, max_memory=a.max_memory, threads=a.threads,
                         progress=sys.stderr.isatty())
 
 
 def run_many(a: argparse.Namespace) -> int:
     """Explain every input into DIR, name each failure on one stderr line, exit SOME_FAILED if any failed."""
-    from tqdm import tqdm
-
     from ..batch import collect_inputs
     from ..errors import InputError
     from ..writer import ResultWriter
@@ -99,7 +97,8 @@ def run_many(a: argparse.Namespace) -> int:
     if a.out is not None or a.save_npy is not None:
         raise InputError("--out and --save-npy name one image's outputs; with several inputs use --out-dir DIR "
                          "(and --npy for the raw attributions)")
-    files, missing = collect_inputs(a.inputs)
+    inputs = collect_inputs(a.inputs)
+    files, missing = inputs
     if not files:
         raise InputError("no images found: " + "; ".join(f"{n}: {why}" for n, why in missing))
     options = options_of(a)
@@ -110,14 +109,17 @@ def run_many(a: argparse.Namespace) -> int:
         return run_ray(a, options, out_dir, protect)
     with ResultWriter(out_dir, npy=a.npy, overwrite=a.force, options=options,
                       inputs=[str(f) for f in files] + [n for n, _ in missing], protect=protect) as w:
-        for r in results_of(a, [str(f) for f in files] + [n for n, _ in missing], options):
+        for r in results_of(a, inputs, options):
             w.write(r)
-            if r.error:
-                tqdm.write(f"onnx-gig: error: {r.path}: {r.error}", file=sys.stderr)
+            report_failure(r)
     failed = len(w.failures)
-    print(f"{w.explained} explained, {failed} failed; wrote {w.explained} figures"
+    print(f"{w.explained} explained, {failed} failed; wrote {_count(w.explained, 'figure')}"
           + (" and .npy files" if a.npy else "") + f", results.csv and results.jsonl in {out_dir}")
     return SOME_FAILED if failed else 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def report_failure(r) -> None:
@@ -137,6 +139,6 @@ def run_ray(a: argparse.Namespace, options, out_dir: str, protect: list) -> int:
                     progress=sys.stderr.isatty(), protect=protect, report=report_failure)
     print(f"{s.explained} explained, {s.failed} failed on {s.actors} Ray actors x {s.threads} threads in "
           f"{s.seconds:.1f} s ({s.startup_seconds:.1f} s to the first result, then {s.images_per_second:.2f} "
-          f"images/s); wrote {s.explained} figures" + (" and .npy files" if a.npy else "")
+          f"images/s); wrote {_count(s.explained, 'figure')}" + (" and .npy files" if a.npy else "")
           + f", results.csv and results.jsonl in {out_dir}")
     return SOME_FAILED if s.failed else 0
