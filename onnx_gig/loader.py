@@ -11,14 +11,14 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, shape_inference, version_converter
 
-from .errors import ModelError
+from .errors import InputError, ModelError
 
 TARGET_OPSET = 17
 BATCH = "N"
@@ -36,6 +36,12 @@ class ForwardGraph:
     input_shape: list
     num_classes: Optional[int]
     metadata: dict[str, str] = field(default_factory=dict)
+    pixel_input: Optional[dict] = None  # {"name", "dtype"} of the integer input the explained floats are cast from
+
+    @property
+    def dynamic_dims(self) -> list[int]:
+        """Indices of the image input's dims other than the batch that are not static."""
+        return [i for i, d in enumerate(self.input_shape) if i > 0 and not isinstance(d, int)]
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -194,7 +200,8 @@ def _pick_input(graph: onnx.GraphProto, wanted: Optional[str]) -> onnx.ValueInfo
             if i.name == wanted:
                 return i
         raise ModelError(f"the model has no input '{wanted}'; its inputs are: {', '.join(i.name for i in inputs)}")
-    images = [i for i in inputs if i.type.tensor_type.elem_type == TensorProto.FLOAT and len(_dims(i)) >= 3]
+    images = [i for i in inputs if len(_dims(i)) >= 3 and (i.type.tensor_type.elem_type == TensorProto.FLOAT
+                                                          or _float_casts(graph, i) is not None)]
     if len(inputs) == 1 and images:
         return inputs[0]
     if len(images) == 1 and len(inputs) == 1:
@@ -202,10 +209,92 @@ def _pick_input(graph: onnx.GraphProto, wanted: Optional[str]) -> onnx.ValueInfo
     if not images:
         raise ModelError("found no float32 image input of rank 3 or more (inputs: "
                          + (", ".join(f"{i.name}{_dims(i)} {_elem_name(i)}" for i in inputs) or "none")
-                         + "); onnx-gig explains classifiers that take a float32 image tensor: "
-                           "export the model with one")
+                         + "); onnx-gig explains classifiers that take a float32 image tensor, or integer pixels "
+                           "cast to float32 by the graph's first node: export the model with one")
     raise ModelError("the model has several inputs (" + ", ".join(f"{i.name}{_dims(i)}" for i in inputs)
                      + "); name the image input with --input NAME")
+
+
+_INTEGERS = (TensorProto.UINT8, TensorProto.INT8, TensorProto.UINT16, TensorProto.INT16, TensorProto.INT32,
+             TensorProto.INT64, TensorProto.UINT32, TensorProto.UINT64)
+
+
+def _float_casts(graph: onnx.GraphProto, vi: onnx.ValueInfoProto) -> Optional[list[onnx.NodeProto]]:
+    """The Cast-to-float32 nodes of an integer input whose other readers only take its Shape; else None."""
+    if vi.type.tensor_type.elem_type not in _INTEGERS:
+        return None
+    readers = [n for n in graph.node if vi.name in n.input]
+    casts = [n for n in readers if n.op_type == "Cast"
+             and any(a.name == "to" and a.i == TensorProto.FLOAT for a in n.attribute)]
+    if not casts or any(n.op_type != "Shape" for n in readers if n not in casts):
+        return None
+    return casts
+
+
+def explain_after_cast(graph: onnx.GraphProto, vi: onnx.ValueInfoProto) -> tuple[onnx.ValueInfoProto, dict]:
+    """Integer pixels cast to float32 in the graph: make the float pixels the graph input (named
+    ``<input>_float``, same layout and dims); the Casts become Identities of it, Shape readers read it.
+
+    Gradients, attributions and baselines then live in pixel units, and the graph's own preprocessing
+    (``/255``, mean/std, transposes) is differentiated like any other op.
+    """
+    casts = _float_casts(graph, vi)
+    if casts is None:
+        raise ModelError(f"input '{vi.name}' is {_elem_name(vi)}; onnx-gig explains float32 tensors, and this "
+                         "input is not cast to float32 before its first use")
+    taken = {n for node in graph.node for n in list(node.input) + list(node.output)} | {i.name for i in graph.input}
+    name = vi.name + "_float"
+    while name in taken:
+        name += "_"
+    new = onnx.helper.make_tensor_value_info(name, TensorProto.FLOAT, _dims(vi))
+    for node in graph.node:
+        if vi.name not in node.input:
+            continue
+        if node in casts:
+            node.op_type = "Identity"
+            del node.attribute[:]
+        for k, i in enumerate(node.input):
+            if i == vi.name:
+                node.input[k] = name
+    pos = [i.name for i in graph.input].index(vi.name)
+    graph.input.remove(graph.input[pos])
+    graph.input.insert(pos, new)
+    return new, {"name": vi.name, "dtype": _elem_name(vi)}
+
+
+def pin_input_shape(model: onnx.ModelProto, name: str, wanted: Sequence) -> None:
+    """Give input ``name`` the static sizes in ``wanted`` (``None`` keeps a dim as it is; the batch always
+    stays dynamic), then re-infer every shape so the shape subgraphs fold to constants."""
+    vi = next(i for i in model.graph.input if i.name == name)
+    have = _dims(vi)
+    if len(wanted) != len(have):
+        raise ModelError(f"--input-shape has {len(wanted)} dims but input '{name}' has rank {len(have)} {have}; "
+                         "give one size per dim in the input's own order, -1 to keep one dynamic")
+    for i, (w, h) in enumerate(zip(wanted, have)):
+        if i == 0 or w is None:
+            continue
+        if isinstance(h, int) and h != w:
+            raise ModelError(f"--input-shape {list(wanted)} disagrees with input '{name}' {have} at dim {i}: "
+                             "only dynamic dims can be pinned")
+        d = vi.type.tensor_type.shape.dim[i]
+        d.Clear()
+        d.dim_value = int(w)
+    del model.graph.value_info[:]
+
+
+def parse_input_shape(text: str) -> list[Optional[int]]:
+    """'1,3,224,224' or '-1,3,224,224' or 'N,224,224,3' -> sizes, None for a dim kept dynamic."""
+    out: list[Optional[int]] = []
+    for k, part in enumerate(str(text).replace("x", ",").split(",")):
+        part = part.strip()
+        if part in ("-1", "?", "N", "n", "batch") or (k == 0 and part.lstrip("-").isdigit()):
+            out.append(None)
+        elif part.isdigit() and int(part) > 0:
+            out.append(int(part))
+        else:
+            raise InputError(f"--input-shape {text!r}: each dim must be a positive size or -1 (keep it dynamic), "
+                             "e.g. 1,3,224,224 or -1,224,224,3")
+    return out
 
 
 def _elem_name(vi: onnx.ValueInfoProto) -> str:
@@ -435,9 +524,13 @@ def _runtime_pool_pads(node: onnx.NodeProto, in_dims: list) -> Optional[tuple[li
     return pads[:n] + ends, out
 
 
-def normalise(model: onnx.ModelProto, input_name: Optional[str] = None,
-              output_name: Optional[str] = None) -> ForwardGraph:
-    """Return the model as a :class:`ForwardGraph` ready for the backward builder."""
+def normalise(model: onnx.ModelProto, input_name: Optional[str] = None, output_name: Optional[str] = None,
+              input_shape: Optional[Sequence[Optional[int]]] = None) -> ForwardGraph:
+    """Return the model as a :class:`ForwardGraph` ready for the backward builder.
+
+    ``input_shape`` pins the image input's dynamic sizes (``None`` entries stay dynamic; the batch always
+    does). An integer image input cast to float32 is replaced by the float pixels (see ``explain_after_cast``).
+    """
     metadata = {p.key: p.value for p in model.metadata_props}
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
@@ -450,9 +543,17 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None,
     graph = model.graph
     x_info = _pick_input(graph, input_name)
     y_info = _pick_output(graph, output_name)
+    pixel_input = None
     if x_info.type.tensor_type.elem_type != TensorProto.FLOAT:
-        raise ModelError(f"input '{x_info.name}' is not float32; only float32 models are supported")
+        if _float_casts(graph, x_info) is None:
+            raise ModelError(f"input '{x_info.name}' is {_elem_name(x_info)}, not float32; onnx-gig explains "
+                             "float32 images, or integer pixels the graph casts to float32 first")
+        x_info, pixel_input = explain_after_cast(graph, x_info)
     in_dims = _dims(x_info)
+    if input_shape is not None:
+        pin_input_shape(model, x_info.name, input_shape)
+        model = infer_shapes(model)
+        x_info = next(i for i in model.graph.input if i.name == x_info.name)
     batch = in_dims[0] if in_dims else None
     output_names = [o.name for o in graph.output]
 
@@ -484,4 +585,5 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None,
     num_classes = int(np.prod(classes)) if classes and all(isinstance(d, int) for d in classes) else None
     del model.metadata_props[:]
     return ForwardGraph(model=model, input_name=x_info.name, score_name=score, output_names=output_names,
-                        input_shape=shapes.get(x_info.name, in_dims), num_classes=num_classes, metadata=metadata)
+                        input_shape=shapes.get(x_info.name, in_dims), num_classes=num_classes, metadata=metadata,
+                        pixel_input=pixel_input)
