@@ -153,7 +153,7 @@ def keep_blocked_layout(backward: list[gs.Node], e: Emitter) -> int:
     otherwise turns every mask multiply and every skip-connection sum downstream back to plain layout,
     with a reorder around each convolution (ResNet-50: 40 reorders). A 1x1 depthwise Conv with unit
     weights (exact: x * 1) in front of such an operand makes it blocked, and the Relu that follows fuses
-    into it. Masks carry their channel count (``blocked_mask_channels``, set in autodiff/rules.py).
+    into it. Masks carry their channel count (``blocked_mask_channels``, set in autodiff/masks.py).
     """
     blocked: dict[int, bool] = {}
     producer: dict[int, gs.Node] = {}
@@ -214,7 +214,7 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     if not rank:
         raise ModelError(f"the rank of input '{x.name}' is unknown")
     e = Emitter(g, "gig/")
-    e.arith_masks = not fp16  # read by the mask helpers in autodiff/rules.py
+    e.arith_masks = not fp16  # read by the mask helpers in autodiff/masks.py
 
     baseline = gs.Variable("baseline", dtype=F32, shape=[f"baseline_d{i}" for i in range(rank)])
     alphas = gs.Variable("alphas", dtype=F32, shape=["K"])

@@ -495,7 +495,7 @@ def _runtime_pool_pads(node: onnx.NodeProto, in_dims: list) -> Optional[tuple[li
     spatial = list(in_dims[2:])
     if not spatial or not all(isinstance(d, int) and d > 0 for d in spatial):
         return None
-    from .autodiff.rules import conv_geometry  # the rules' own pool arithmetic, so both agree
+    from .autodiff.common import conv_geometry  # the rules' own pool arithmetic, so both agree
 
     a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
     a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in a.items()}

@@ -20,7 +20,7 @@ from onnx import numpy_helper
 
 from onnx_gig.autodiff import get_rule_set
 from onnx_gig.autodiff.activations import DERIVATIVES
-from onnx_gig.autodiff.guided import PAPER_SET
+from onnx_gig.autodiff.rulesets import PAPER_SET
 
 from oracles import X, Y, assert_close, away_from, away_from_zero, check_against_fd, f32, vjp
 

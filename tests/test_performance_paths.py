@@ -22,7 +22,7 @@ from onnx import helper as h
 from onnx import numpy_helper
 
 from onnx_gig import GigModel, convert
-from onnx_gig.autodiff import get_rule_set, rules, vjp_model
+from onnx_gig.autodiff import common, get_rule_set, vjp_model
 from onnx_gig.integrate import build_ig_model, to_float16
 from onnx_gig.loader import load_model, normalise
 from onnx_gig.runtime import CPU, CUDA, session_options
@@ -43,13 +43,13 @@ def one_node_model(op: str, x_shape, inits: dict, inputs: list[str], **attrs) ->
 
 def vjp_run(model: onnx.ModelProto, x: np.ndarray, cot: np.ndarray, method: str = "ig", fast: bool = True):
     """The gradient of sum(cot * y) wrt x, built with (fast) or without (fast=False) the fast paths."""
-    old = rules.FAST_PATHS
-    rules.FAST_PATHS = fast
+    old = common.FAST_PATHS
+    common.FAST_PATHS = fast
     try:
         fg = normalise(model)
         vm = vjp_model(fg.model, get_rule_set(method))
     finally:
-        rules.FAST_PATHS = old
+        common.FAST_PATHS = old
     sess = ort.InferenceSession(vm.SerializeToString(), session_options(), providers=[CPU])
     ops = {n.op_type for n in vm.graph.node}
     return sess.run(["gradient"], {"x": x, "cotangent": cot})[0], ops
@@ -160,12 +160,12 @@ def test_fast_paths_leave_attributions_unchanged(demo_forward, tmp_path, method)
     x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
     out = {}
     for fast in (True, False):
-        old = rules.FAST_PATHS
-        rules.FAST_PATHS = fast
+        old = common.FAST_PATHS
+        common.FAST_PATHS = fast
         try:
             model = build_ig_model(demo_forward, get_rule_set(method))
         finally:
-            rules.FAST_PATHS = old
+            common.FAST_PATHS = old
         path = tmp_path / f"m_{fast}.onnx"
         onnx.save(model, str(path))
         out[fast] = GigModel(path, device="cpu").explain(x, n_steps=8).attributions

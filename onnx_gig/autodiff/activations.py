@@ -1,10 +1,11 @@
-"""Element-wise activation units: one derivative per op, two rules made from it.
+"""Activation family: ReLU, Clip/ReLU6, Softmax/LogSoftmax and every element-wise unit (``@unit``).
 
-Each unit y = f(x) registers its local derivative f'(x) once (``@unit``), the way JAX's ``defjvp``
+ReLU and Clip have plain rules (g * mask, masks.py) and the paper's guided rules relu(g) * mask. Every
+other unit y = f(x) registers its local derivative f'(x) once (``@unit``), the way JAX's ``defjvp``
 keeps one derivative per primitive. From it come
 
 * the plain rule (``ig``):              grad_in = g * f'(x)
-* the guided rule (``gnl-ig-all``):     grad_in = relu(g) * relu(f'(x))
+* the guided rule (``gnl-ig-all``):     grad_in = relu(g) * relu(f'(x))   (``guided_rule``)
 
 "Only positive gradients pass": the arriving gradient passes only where it is positive (guided
 backprop's [g > 0]) and only through the unit's increasing part. For a monotone unit (LeakyRelu,
@@ -19,8 +20,9 @@ product rule would route the gradient through x unguided. A Mul whose operands d
 squeeze-excitation gate ``features * Sigmoid(z)``) stays the bilinear Mul; its Sigmoid is the
 non-linear unit and is guided on its own.
 
-Rules that rules.py already has (LeakyRelu, Sigmoid, Tanh) keep their plain rule from there; their
-derivative here feeds only the guided rule.
+LeakyRelu, Sigmoid and Tanh keep the explicit plain rules registered first below (they read the unit's
+output or a fast mask); their ``@unit`` derivative feeds only the guided rule. Which set uses which
+guided rule is written in rulesets.py.
 """
 from __future__ import annotations
 
@@ -30,9 +32,9 @@ from typing import Callable, Optional, Union
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .guided import GUIDED_ALL
-from .registry import GradContext
-from .rules import PLAIN
+from .elementwise import mul
+from .masks import clip_mask, relu_mask
+from .registry import PLAIN, GradContext, register
 
 Derivative = Callable[[GradContext, gs.Tensor], gs.Tensor]
 Monotone = Union[bool, Callable[[GradContext], bool]]
@@ -41,14 +43,75 @@ DERIVATIVES: dict[str, tuple[Derivative, Monotone]] = {}
 F = np.float32
 
 
+@register("Relu")
+def relu(ctx: GradContext):
+    return [ctx.e.mul(ctx.GO(0), relu_mask(ctx))]
+
+
+@register("Clip")
+def clip(ctx: GradContext):
+    m = clip_mask(ctx)
+    return [ctx.GO(0) if m is None else ctx.e.mul(ctx.GO(0), m)]
+
+
+@register("LeakyRelu")
+def leaky_relu(ctx: GradContext):
+    e, alpha = ctx.e, float(ctx.attr("alpha", 0.01))
+    m = relu_mask(ctx)  # slope = alpha + (1 - alpha) * [x > 0]
+    slope = e.add(e.mul(m, np.float32(1.0 - alpha)), np.float32(alpha))
+    return [e.mul(ctx.GO(0), slope)]
+
+
+@register("Sigmoid")
+def sigmoid(ctx: GradContext):
+    e, y = ctx.e, ctx.O(0)
+    return [e.mul(ctx.GO(0), e.mul(y, e.sub(np.float32(1), y)))]
+
+
+@register("Tanh")
+def tanh(ctx: GradContext):
+    e, y = ctx.e, ctx.O(0)
+    return [e.mul(ctx.GO(0), e.sub(np.float32(1), e.mul(y, y)))]
+
+
+@register("Softmax")
+def softmax(ctx: GradContext):
+    e, y, g = ctx.e, ctx.O(0), ctx.GO(0)
+    axis = int(ctx.attr("axis", -1))
+    return [e.mul(y, e.sub(g, e.reduce_sum(e.mul(g, y), [axis], keepdims=True)))]
+
+
+@register("LogSoftmax")
+def log_softmax(ctx: GradContext):
+    e, y, g = ctx.e, ctx.O(0), ctx.GO(0)
+    axis = int(ctx.attr("axis", -1))
+    return [e.sub(g, e.mul(e.exp(y), e.reduce_sum(g, [axis], keepdims=True)))]
+
+
+# -- the paper's guided ReLU and ReLU6/Clip ----------------------------------------------------------------
+def guided_relu(ctx: GradContext):
+    """GNL-IG's ReLU: g [x > 0] [g > 0] = relu(g) * [x > 0]."""
+    return [ctx.e.mul(ctx.e.relu(ctx.GO(0)), relu_mask(ctx))]
+
+
+def guided_clip(ctx: GradContext):
+    """GNL-IG's ReLU6/Clip: relu(g) * [lo < x < hi]."""
+    m = clip_mask(ctx)
+    g = ctx.e.relu(ctx.GO(0))
+    return [g if m is None else ctx.e.mul(g, m)]
+
+
+# -- @unit: one derivative, a plain and a guided rule --------------------------------------------------------
 def unit(*op_types: str, monotone: Monotone = True):
-    """Register ``fn(ctx, x) -> f'(x)`` for each op type: a plain rule (unless rules.py has one) and a guided one."""
+    """Record ``fn(ctx, x) -> f'(x)`` for each op type and make it the plain rule (unless one is registered above).
+
+    rulesets.py gives every op in DERIVATIVES the guided rule in ``gnl-ig-all``.
+    """
     def deco(fn: Derivative) -> Derivative:
         for op in op_types:
             DERIVATIVES[op] = (fn, monotone)
             if PLAIN.lookup(op) is None:
-                PLAIN.register(op)(plain_rule)
-            GUIDED_ALL.register(op)(guided_rule)
+                register(op)(plain_rule)
         return fn
     return deco
 
@@ -83,7 +146,7 @@ def guided_rule(ctx: GradContext):
     return [ctx.e.mul(ctx.e.relu(ctx.GO(0)), d)]
 
 
-# -- masks -------------------------------------------------------------------------------------------
+# -- comparison masks -------------------------------------------------------------------------------------------
 def _gt(e, x, v):
     return e.mask(e.greater(x, F(v)))
 
@@ -238,7 +301,7 @@ def guided_mul(ctx: GradContext):
     """x * s(x) is one unit: relu(g) * relu(d/dx [x s(x)]); any other Mul keeps the plain product rule."""
     found = _self_gate(ctx)
     if found is None:
-        return PLAIN.lookup("Mul")(ctx)
+        return mul(ctx)
     i, gate = found
     e, x, s = ctx.e, ctx.I(i), ctx.I(1 - i)
     gate_ctx = GradContext(gate, [None], [True], e)
@@ -248,5 +311,3 @@ def guided_mul(ctx: GradContext):
     grads[i] = e.mul(e.relu(ctx.GO(0)), d)
     return grads
 
-
-GUIDED_ALL.register("Mul")(guided_mul)

@@ -3,11 +3,13 @@
 A rule receives a :class:`GradContext` for one forward node and returns one gradient per
 node input (``None`` where no gradient flows). A rule set derived from another overrides a
 few entries and falls back to its parent for the rest, the way JAX keeps one transpose
-rule per primitive. Nothing outside the rule files knows which method a rule set implements.
+rule per primitive. The family modules (elementwise, activations, linear, pooling, normalization,
+shape, indexing, resize, reductions) register into ``PLAIN``; rulesets.py derives the guided sets.
+This module imports none of them, so nothing here can form an import cycle.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -148,21 +150,7 @@ class RuleSet:
 
 RULE_SETS: dict[str, RuleSet] = {}
 
-
-def get_rule_set(name: str) -> RuleSet:
-    """The rule set called ``name``; an unknown name lists the known ones."""
-    from . import activations, guided, more_ops, rules  # noqa: F401  (registers the sets)
-    try:
-        return RULE_SETS[name]
-    except KeyError:
-        raise GigError(f"unknown method '{name}'; choose one of: {', '.join(sorted(RULE_SETS))}") from None
-
-
-def rule_set_names() -> list[str]:
-    from . import activations, guided, more_ops, rules  # noqa: F401
-    return sorted(RULE_SETS)
-
-
-def iter_rules(names: Iterable[str]) -> Iterable[tuple[str, RuleSet]]:
-    for n in names:
-        yield n, get_rule_set(n)
+# The plain set: every family module registers its true vector-Jacobian rules here (``@register("Op")``);
+# rulesets.py derives the guided sets from it. This module imports no rule module.
+PLAIN = RuleSet("ig", "Integrated Gradients: true gradients through every op")
+register = PLAIN.register

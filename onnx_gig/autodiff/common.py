@@ -1,0 +1,140 @@
+"""Helpers shared by the rule families: window geometry, constant-parameter checks, scatter matrices.
+
+Nothing here registers a rule. ``FAST_PATHS`` switches the faster graph constructions (flipped-kernel
+Conv for stride-1 convolutions, arithmetic step masks for ReLU/Clip) that give the same attributions as
+the plain ones (ConvTranspose, Greater/Less/Cast) to float rounding; tests build both and compare.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .registry import GradContext
+
+F = np.float32
+FAST_PATHS = True
+
+
+def _ints(ctx: GradContext, name: str, n: int, default: int) -> list[int]:
+    v = ctx.attr(name)
+    return [int(a) for a in v] if v is not None else [default] * n
+
+
+def conv_geometry(ctx: GradContext, x, kernel: list[int]) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Strides, dilations, explicit (begin, end) pads and output spatial size of a Conv/Pool node."""
+    spatial = ctx.spatial(x)
+    n = len(spatial)
+    strides = _ints(ctx, "strides", n, 1)
+    dil = _ints(ctx, "dilations", n, 1)
+    auto = ctx.attr("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    ceil = bool(ctx.attr("ceil_mode", 0))
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads_b, pads_e = [], []
+        for h, k, s, d in zip(spatial, kernel, strides, dil):
+            total = max(0, (math.ceil(h / s) - 1) * s + (k - 1) * d + 1 - h)
+            small, big = total // 2, total - total // 2
+            pads_b.append(small if auto == "SAME_UPPER" else big)
+            pads_e.append(big if auto == "SAME_UPPER" else small)
+    elif auto == "VALID":
+        pads_b, pads_e = [0] * n, [0] * n
+    else:
+        pads = _ints(ctx, "pads", 2 * n, 0)
+        pads_b, pads_e = pads[:n], pads[n:]
+    out = []
+    for h, k, s, d, pb, pe in zip(spatial, kernel, strides, dil, pads_b, pads_e):
+        span = h + pb + pe - ((k - 1) * d + 1)
+        o = (math.ceil(span / s) if ceil else span // s) + 1
+        if ceil and (o - 1) * s >= h + pb:  # the last window must start inside the input or left pad
+            o -= 1
+        out.append(o)
+    return strides, dil, pads_b + pads_e, out
+
+
+def transpose_padding(spatial, out, kernel, strides, dil, pads) -> tuple[list[int], list[int]]:
+    """Explicit pads and output_padding that make a ConvTranspose of ``out`` land exactly on ``spatial``.
+
+    Windows that reach past the end (ceil_mode) grow the end pad instead of a negative output_padding.
+    """
+    n = len(spatial)
+    pads = list(pads)
+    opad = []
+    for i in range(n):
+        full = strides[i] * (out[i] - 1) + (kernel[i] - 1) * dil[i] + 1
+        extra = spatial[i] - (full - pads[i] - pads[n + i])
+        if extra < 0:
+            pads[n + i] += -extra
+            extra = 0
+        opad.append(extra)
+    return pads, opad
+
+
+def static(d) -> bool:
+    """Whether a shape entry is a known integer."""
+    return isinstance(d, (int, np.integer))
+
+
+def const_axes(ctx: GradContext, rank: int, input_index: int = 1) -> Optional[list[int]]:
+    """Reduction axes from the attribute (opset < 18) or a constant input; [] = none given."""
+    axes = ctx.attr("axes")
+    if axes is None and ctx.has_input(input_index):
+        axes = ctx.const_value(input_index)
+        if axes is None:
+            raise ctx.fail("needs constant axes")
+    return sorted(int(a) % rank for a in axes) if axes is not None else []
+
+
+def constant_params(ctx: GradContext, what: str = "parameters") -> None:
+    """Refuse by name when a gradient is asked for any input but the first (weights are constants)."""
+    for i in range(1, len(ctx.node.inputs)):
+        if ctx.needs(i):
+            raise ctx.fail(f"gradients with respect to input {i} ('{ctx.I(i).name}') are not supported "
+                           f"({what} must be constants)")
+
+
+def zeros_like(ctx: GradContext, t: gs.Tensor) -> gs.Tensor:
+    """A zero tensor shaped like forward tensor ``t`` (the gradient of an unused output)."""
+    e = ctx.e
+    return e.op("ConstantOfShape", [e.shape(t)], {"value": gs.Constant(e.name("zero"), np.zeros(1, e.dtype))})
+
+
+def scatter_along(ctx: GradContext, g, axis: int, rank: int, matrix: np.ndarray):
+    """g with ``axis`` of size m -> size d: out[..., j, ...] = sum_i matrix[i, j] g[..., i, ...]."""
+    e = ctx.e
+    if axis == rank - 1:
+        return e.op("MatMul", [g, e.const(matrix)])
+    perm = list(range(rank))
+    perm[axis], perm[-1] = perm[-1], perm[axis]
+    return e.transpose(e.op("MatMul", [e.transpose(g, perm), e.const(matrix)]), perm)
+
+
+def one_hot(indices: np.ndarray, size: int) -> np.ndarray:
+    """[len(indices), size] 0/1 rows selecting ``indices``; repeated indices add under scatter_along."""
+    m = np.zeros((len(indices), size), np.float32)
+    np.add.at(m, (np.arange(len(indices)), indices), 1.0)
+    return m
+
+
+def reshape_like(ctx: GradContext, t, like):
+    """Reshape ``t`` to the shape of forward tensor ``like``, keeping the batch symbolic when possible."""
+    s = ctx.shape(like)
+    if all(isinstance(d, (int, np.integer)) for d in s[1:]):
+        return ctx.e.reshape(t, [-1] + [int(d) for d in s[1:]])
+    return ctx.e.reshape(t, ctx.e.shape(like))
+
+
+def window_valid_counts(spatial, out, kernel, strides, dil, pads) -> np.ndarray:
+    """How many real (non-padding) input elements each pooling window covers."""
+    n = len(spatial)
+    per_axis = []
+    for i in range(n):
+        starts = np.arange(out[i]) * strides[i] - pads[i]
+        taps = starts[:, None] + np.arange(kernel[i])[None, :] * dil[i]
+        per_axis.append(((taps >= 0) & (taps < spatial[i])).sum(1))
+    counts = per_axis[0]
+    for c in per_axis[1:]:
+        counts = np.multiply.outer(counts, c)
+    return np.maximum(counts, 1).astype(np.float32)

@@ -1,0 +1,144 @@
+"""Pooling and selection family: max/average pooling, global pools, max-type reductions, element-wise Max/Min.
+
+Plain rules route g to each window's arg-max (or spread it over the window); the guided rules that the
+rule sets use (rulesets.py) route relu(g) instead: the paper's max-pool rule (exact, or the authors'
+upsampled-mask variant) and, in ``gnl-ig-all``, every other max-type selection. Ties share the gradient
+equally (torch's amax/maximum convention).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .common import const_axes, conv_geometry, reshape_like, transpose_padding, window_valid_counts
+from .registry import GradContext, register
+
+
+# -- pooling -------------------------------------------------------------------------
+def maxpool_input_grad(ctx: GradContext, g) -> object:
+    """Route ``g`` to each window's arg-max, adding where windows overlap (ScatterElements add)."""
+    e, x = ctx.e, ctx.I(0)
+    attrs = {k: v for k, v in ctx.node.attrs.items() if k != "storage_order"}
+    _, idx = e.op("MaxPool", [x], attrs, n_out=2)
+    flat_zero = e.op("ConstantOfShape", [e.unsqueeze(e.op("Size", [x]), [0])],
+                     {"value": gs.Constant(e.name("zero"), np.zeros(1, e.dtype))})
+    scat = e.op("ScatterElements", [flat_zero, e.reshape(idx, [-1]), e.reshape(g, [-1])],
+                {"axis": 0, "reduction": "add"})
+    return reshape_like(ctx, scat, x)
+
+
+@register("MaxPool")
+def maxpool(ctx: GradContext):
+    return [maxpool_input_grad(ctx, ctx.GO(0))]
+
+
+@register("AveragePool")
+def averagepool(ctx: GradContext):
+    e, x = ctx.e, ctx.I(0)
+    kernel = [int(k) for k in ctx.attr("kernel_shape")]
+    strides, dil, pads, out = conv_geometry(ctx, x, kernel)
+    spatial = ctx.spatial(x)
+    n = len(spatial)
+    pads_t, opad = transpose_padding(spatial, out, kernel, strides, dil, pads)
+    # 1/divisor per output position, exactly as the runtime divides: AvgPool(ones) = valid / divisor
+    ones = np.ones([1, 1] + spatial, dtype=e.dtype)
+    attrs = dict(ctx.node.attrs)
+    r = e.op("AveragePool", [e.const(ones)], attrs)
+    valid = window_valid_counts(spatial, out, kernel, strides, dil, pads_t)
+    scale = e.div(r, e.const(valid.reshape([1, 1] + out)))
+    c = int(ctx.shape(x)[1])
+    ones_k = e.const(np.ones([c, 1] + kernel, dtype=e.dtype))
+    return [e.op("ConvTranspose", [e.mul(ctx.GO(0), scale), ones_k], {
+        "strides": strides, "dilations": dil, "pads": pads_t, "output_padding": opad, "group": c,
+        "kernel_shape": kernel})]
+
+
+@register("GlobalAveragePool")
+def global_average_pool(ctx: GradContext):
+    spatial = ctx.spatial(ctx.I(0))
+    g = ctx.e.mul(ctx.GO(0), np.float32(1.0 / float(np.prod(spatial))))
+    return [ctx.e.expand(g, [1, 1] + spatial)]
+
+
+def guided_maxpool(ctx: GradContext):
+    """GNL-IG's max-pool: only relu(g) goes to each window's arg-max."""
+    return [maxpool_input_grad(ctx, ctx.e.relu(ctx.GO(0)))]
+
+
+def authors_maxpool(ctx: GradContext):
+    """The authors' variant: the ordinary max-pool gradient times [g > 0] upsampled (nearest) to the input."""
+    e = ctx.e
+    positive = e.mask(e.greater(ctx.GO(0), np.float32(0)))
+    up = e.op("Resize", [positive, None, None, e.shape(ctx.I(0))], {
+        "mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"})
+    return [e.mul(maxpool_input_grad(ctx, ctx.GO(0)), up)]
+
+
+# -- max-type selections: plain and guided --------------------------------------------------------------------
+def _selected(ctx: GradContext, x, y_like):
+    """[x == y] as a 0/1 float mask (y broadcast to x)."""
+    return ctx.e.mask(ctx.e.op("Equal", [x, y_like]))
+
+
+def _reduce_max_grad(ctx: GradContext, g, axes: list[int], keepdims: bool):
+    e, x = ctx.e, ctx.I(0)
+    y = ctx.O(0)
+    if not keepdims:
+        g, y = e.unsqueeze(g, axes), e.unsqueeze(y, axes)
+    m = _selected(ctx, x, y)
+    share = e.div(m, e.reduce_sum(m, axes, keepdims=True))  # ties share equally
+    return e.mul(share, g)
+
+
+def _global_max_pool(ctx: GradContext, g):
+    rank = len(ctx.shape(ctx.I(0)))
+    return [_reduce_max_grad(ctx, g, list(range(2, rank)), True)]
+
+
+def _reduce_max(ctx: GradContext, g):
+    rank = len(ctx.shape(ctx.I(0)))
+    axes = const_axes(ctx, rank)
+    if not axes:
+        if int(ctx.attr("noop_with_empty_axes", 0)):
+            return [g, None]
+        axes = list(range(rank))
+    return [_reduce_max_grad(ctx, g, axes, bool(int(ctx.attr("keepdims", 1))))] + [None] * (len(ctx.node.inputs) - 1)
+
+
+def _max_min(ctx: GradContext, g):
+    """Element-wise Max/Min over any number of broadcast inputs: the gradient goes to the selected input."""
+    e, y = ctx.e, ctx.O(0)
+    ins = list(ctx.node.inputs)
+    if len(ins) == 1:
+        return [g]
+    masks = [_selected(ctx, t, y) for t in ins]
+    count = e.sum(masks)  # Add / Sum broadcast the masks to y's shape
+    return [ctx.unbroadcast(e.mul(g, e.div(m, count)), t, y) if ctx.needs(i) else None
+            for i, (t, m) in enumerate(zip(ins, masks))]
+
+
+@register("GlobalMaxPool")
+def global_max_pool(ctx: GradContext):
+    return _global_max_pool(ctx, ctx.GO(0))
+
+
+@register("ReduceMax", "ReduceMin")
+def reduce_max(ctx: GradContext):
+    return _reduce_max(ctx, ctx.GO(0))
+
+
+@register("Max", "Min")
+def max_min(ctx: GradContext):
+    return _max_min(ctx, ctx.GO(0))
+
+
+def guided_global_max_pool(ctx: GradContext):
+    return _global_max_pool(ctx, ctx.e.relu(ctx.GO(0)))
+
+
+def guided_reduce_max(ctx: GradContext):
+    return _reduce_max(ctx, ctx.e.relu(ctx.GO(0)))
+
+
+def guided_max_min(ctx: GradContext):
+    return _max_min(ctx, ctx.e.relu(ctx.GO(0)))
