@@ -53,7 +53,8 @@ def guess_preprocess(input_shape: Sequence, pixels: bool = False) -> Preprocess:
     """ImageNet normalisation in the layout the input shape suggests (used when the model carries none).
 
     Dynamic height and width: no resize or crop (explain keeps the photo's aspect, its short side at most
-    224). ``pixels``: the graph normalises its own pixels, so the spec only maps photos to 0-255 values.
+    224). ``pixels``: the graph normalises its own pixels, so the spec only maps photos to 0-255 values, and
+    resizes them to the model's size without ImageNet's 256/224 zoom.
     """
     dims = list(input_shape)
     nhwc = len(dims) == 4 and dims[-1] in (1, 3) and dims[1] not in (1, 3)
@@ -61,9 +62,10 @@ def guess_preprocess(input_shape: Sequence, pixels: bool = False) -> Preprocess:
     static = len(hw) == 2 and all(isinstance(d, int) for d in hw)
     dynamic = len(hw) == 2 and not any(isinstance(d, int) for d in hw)
     crop = tuple(int(d) for d in hw) if static else (None if dynamic else (224, 224))
+    if pixels:  # resized to the model's size: short side to fit, centre crop
+        return as_pixels(Preprocess(layout="NHWC" if nhwc else "NCHW", crop=crop, resize=min(crop) if crop else None))
     resize = int(round(crop[0] * 256 / 224)) if crop else None
-    pp = Preprocess(layout="NHWC" if nhwc else "NCHW", crop=crop, resize=resize)
-    return as_pixels(pp) if pixels else pp
+    return Preprocess(layout="NHWC" if nhwc else "NCHW", crop=crop, resize=resize)
 
 
 def as_pixels(pp: Preprocess) -> Preprocess:
