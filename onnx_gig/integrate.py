@@ -4,7 +4,8 @@ Every image times every integration step runs as one batch through a copy of the
 graph and its backward graph. The schedule, baseline and target are model inputs with
 defaults, so a server can send only the image. Contract (also in the README):
 
-inputs   <image input> [N, ...]           the model's own image input, unchanged
+inputs   <image input> [N, ...]           the model's own image input, unchanged (sizes dynamic if they were;
+                                          an integer input's float32 Cast output, named <input>_float)
          baseline      broadcastable to the image, default zeros (model-input space)
          alphas        [K] path positions, default 50 Gauss-Legendre nodes
          step_weights  [K] quadrature weights, default the Gauss-Legendre weights
@@ -114,7 +115,10 @@ def nominal_row_bytes(fg: ForwardGraph, prefix: str):
     sk = _skeleton(fg.model)
     pin_input_shape(sk, fg.input_name, [None] + [None if isinstance(d, int) else NOMINAL_SIZE
                                                  for d in fg.input_shape[1:]])
-    sk = infer_shapes(sk)
+    try:
+        sk = infer_shapes(sk)
+    except GigError:  # no estimate at the nominal size: the caller falls back to the static tensors'
+        return _row_bytes, 0
     sizes: dict[str, int] = {}
     for vi in list(sk.graph.value_info) + list(sk.graph.output):
         dims, kind = _dims(vi)[1:], vi.type.tensor_type.elem_type

@@ -262,6 +262,20 @@ def explain_after_cast(graph: onnx.GraphProto, vi: onnx.ValueInfoProto) -> tuple
     return new, {"name": vi.name, "dtype": _elem_name(vi)}
 
 
+def _name_unknown_dims(graph: onnx.GraphProto) -> None:
+    """Dims written as -1 (Paddle, some TF exports), and input dims left blank, become named symbols: the
+    rules read an integer dim as a static size, and the image input's dims need names to be carried."""
+    inputs = {vi.name for vi in graph.input}
+    for vi in list(graph.input) + list(graph.output):
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for i, d in enumerate(vi.type.tensor_type.shape.dim):
+            blank = not (d.HasField("dim_value") or d.dim_param) and vi.name in inputs
+            if (d.HasField("dim_value") and d.dim_value < 0) or blank:
+                d.Clear()
+                d.dim_param = f"{vi.name}_dim{i}"
+
+
 def pin_input_shape(model: onnx.ModelProto, name: str, wanted: Sequence) -> None:
     """Give input ``name`` the static sizes in ``wanted`` (``None`` keeps a dim as it is; the batch always
     stays dynamic), then re-infer every shape so the shape subgraphs fold to constants."""
@@ -541,6 +555,7 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None, output_n
     model.ir_version = max(model.ir_version, 4)  # IR 3 (caffe2 zoo) needs initializers among the inputs
     model = _graft(model, _to_target_opset(_skeleton(model)))
     graph = model.graph
+    _name_unknown_dims(graph)
     x_info = _pick_input(graph, input_name)
     y_info = _pick_output(graph, output_name)
     pixel_input = None

@@ -166,6 +166,39 @@ def test_mobilenet_v3_attributions_match_captum(mobilenet, hw):
     assert rel_err(ex.attributions, ref.numpy()) < 1e-4
 
 
+def test_mobilenet_v3_guided_gradient_at_an_odd_size(mobilenet, tmp_path):
+    """gnl-ig at a run-time size: guided ReLUs (zoo_models.guided_module) under float64 autograd."""
+    from zoo_models import guided_module
+
+    net, src, _ = mobilenet
+    gm = GigModel(convert(src, tmp_path / "g.onnx", method="gnl-ig").path, device="cpu")
+    x = np.random.default_rng(11).normal(size=(2, 3, 97, 113)).astype(np.float32)
+    attr, target = gm.session.run(["attributions", "target_class"], {
+        "image": x, "alphas": np.full(1, 0.5, np.float32), "step_weights": np.ones(1, np.float32)})
+    xt = torch.tensor(x, dtype=torch.float64)
+    xs = (0.5 * xt).requires_grad_()  # baseline 0, alpha 0.5
+    guided_module(net).double()(xs).gather(1, torch.as_tensor(target)[:, None]).sum().backward()
+    assert rel_err(attr, (xs.grad * xt).numpy()) < 1e-5
+
+
+def test_dims_written_as_minus_one_or_blank_are_dynamic(mobilenet, tmp_path):
+    """Paddle-style exports write dynamic dims as -1 (and some leave them blank): [-1, 3, -1, ?]."""
+    net, src, _ = mobilenet
+    m = onnx.load(str(src))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    for k in (0, 2, 3):
+        dims[k].Clear()
+    dims[0].dim_value = dims[2].dim_value = -1
+    onnx.save(m, str(tmp_path / "paddle_style.onnx"))
+    gm = GigModel(convert(tmp_path / "paddle_style.onnx", method="ig").path, device="cpu")
+    x = np.random.default_rng(9).normal(size=(1, 3, 45, 71)).astype(np.float32)
+    attr, target = gm.session.run(["attributions", "target_class"], {
+        "image": x, "alphas": np.ones(1, np.float32), "step_weights": np.ones(1, np.float32)})
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    net.double()(xt)[0, int(target[0])].backward()
+    assert rel_err(attr, (xt.grad * xt).detach().numpy()) < 1e-5
+
+
 def test_pinned_mobilenet_is_static_and_agrees(mobilenet, tmp_path):
     net, src, dynamic_path = mobilenet
     pinned = convert(src, tmp_path / "pinned.onnx", method="ig", input_shape="-1,3,80,96").path
@@ -178,7 +211,9 @@ def test_pinned_mobilenet_is_static_and_agrees(mobilenet, tmp_path):
     with pytest.raises(GigError, match="expects"):
         gm.explain(x[..., :64], n_steps=2)
     with pytest.raises(GigError, match="only dynamic dims can be pinned"):
-        convert(pinned.with_name("x.onnx") if False else src, tmp_path / "bad.onnx", input_shape="1,4,80,96")
+        convert(src, tmp_path / "bad.onnx", input_shape="1,4,80,96")
+    with pytest.raises(GigError, match="has 3 dims but input 'image' has rank 4"):
+        convert(src, tmp_path / "bad.onnx", input_shape="3,80,96")
 
 
 def test_explain_photo_with_a_dynamic_model_keeps_its_aspect(mobilenet, tmp_path):

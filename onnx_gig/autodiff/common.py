@@ -192,5 +192,9 @@ def transposed_to_input(ctx: GradContext, g, w, kernel: list[int], group: int):
 def runtime_count(ctx: GradContext, x, axes: list[int]):
     """The number of elements over ``axes`` of ``x`` at run time, as a float scalar tensor."""
     e = ctx.e
-    sizes = e.op("Gather", [e.shape(x), e.const(np.asarray(axes, np.int64))], {"axis": 0})
-    return e.cast(e.op("ReduceProd", [sizes], {"keepdims": 0}))
+    sizes = e.cast(e.shape(x))
+    count = None
+    for a in axes:  # a product of Gathers (ReduceProd lacks kernels on some providers)
+        size = e.op("Gather", [sizes, e.const(np.asarray(a, np.int64))], {"axis": 0})
+        count = size if count is None else e.mul(count, size)
+    return count

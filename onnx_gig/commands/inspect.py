@@ -80,7 +80,7 @@ def inspect_model(path: str, input_name: Optional[str] = None, output_name: Opti
     try:
         fg = normalise(model, input_name, output_name)
         rep.input_name, rep.score_name, rep.num_classes = fg.input_name, fg.score_name, fg.num_classes
-        rep.input_shape = [d if isinstance(d, int) else str(d) for d in fg.input_shape]
+        rep.input_shape = [d if isinstance(d, int) else ("?" if d is None else str(d)) for d in fg.input_shape]
         rep.dynamic_dims, rep.pixel_input = fg.dynamic_dims, fg.pixel_input
         graph = gs.import_onnx(fg.model)
         graph.toposort()
