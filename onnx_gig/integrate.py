@@ -136,6 +136,7 @@ def user_error(exc: GigError, fg: ForwardGraph, prefixes: tuple[str, ...]) -> Gi
     text = str(exc)
     for p in prefixes:
         text = text.replace(p, "")
+    text = text.replace("'NK'", "'N'")  # the path copy's batch (images x steps) is the user's batch
     if fg.dynamic_dims and "static" in text:
         example = ",".join(["1"] + [str(d) if isinstance(d, int) else str(NOMINAL_SIZE) for d in fg.input_shape[1:]])
         shown = "[" + ", ".join(str(d) if d is not None else "?" for d in fg.input_shape) + "]"
