@@ -24,6 +24,7 @@ from .heatmap import render_figure, save_png, saliency_map
 from .imageio import DYNAMIC_SHORT_SIDE, METADATA_KEY, Preprocess, load_input, make_baseline
 from .integrate import META_PREFIX, build_ig_model
 from .loader import check_external_data, load_model, normalise, parse_input_shape, read_model_proto
+from .precision import precision_note
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
 from .runtime import GigModel, parse_memory
 
@@ -118,12 +119,14 @@ class ConvertResult:
 def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, method: str = "gnl-ig",
             input_name: Optional[str] = None, output_name: Optional[str] = None,
             preprocess: Preprocess | dict | None = None, labels: Optional[Sequence[str]] = None,
-            overwrite: bool = True, input_shape: Optional[Sequence[Optional[int]] | str] = None) -> ConvertResult:
+            overwrite: bool = True, input_shape: Optional[Sequence[Optional[int]] | str] = None,
+            fp16: bool = False) -> ConvertResult:
     """Write the IG model of ``model`` (default: beside it, named *_gig.onnx); never overwrites the input.
 
     An existing output is replaced only when ``overwrite`` (the CLI passes ``--force``). ``preprocess`` is a
     full spec, or a dict of the fields to change from the defaults. ``input_shape`` (``[None, 3, 224, 224]``
-    or ``"-1,3,224,224"``, in the input's own layout) pins dynamic sizes; the batch stays dynamic.
+    or ``"-1,3,224,224"``, in the input's own layout) pins dynamic sizes; the batch stays dynamic. ``fp16``
+    builds the IG graph in float16 (for the CUDA provider); by default it is float32, float16 models included.
     """
     t0 = time.perf_counter()
     src = Path(model)
@@ -135,12 +138,14 @@ def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, m
     _refuse_converted(proto, src)
     if output_name is None:
         _refuse_ambiguous_outputs(proto)
+    notes: list[str] = [n for n in [precision_note(proto)] if n]
     if isinstance(input_shape, str):
         input_shape = parse_input_shape(input_shape)
     fg = normalise(proto, input_name, output_name, input_shape)
     _check_supported(fg, rules)
     meta: dict[str, str] = {}
-    pp, notes = _preprocess_for(fg, preprocess)
+    pp, pp_notes = _preprocess_for(fg, preprocess)
+    notes += pp_notes
     if pp is not None:
         meta[METADATA_KEY] = pp.to_json()
     if labels is not None:
@@ -148,7 +153,7 @@ def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, m
         if fg.num_classes is not None and len(labels) != fg.num_classes:
             raise InputError(f"{len(labels)} labels given but the model has {fg.num_classes} classes")
         meta[LABELS_KEY] = json.dumps(labels)
-    ig = build_ig_model(fg, rules, meta)
+    ig = build_ig_model(fg, rules, meta, fp16=fp16)
     save_model(ig, out, protect=(src,))
     return ConvertResult(out, rules.name, fg.input_name, fg.score_name, fg.num_classes,
                          time.perf_counter() - t0, notes)

@@ -538,6 +538,14 @@ def _runtime_pool_pads(node: onnx.NodeProto, in_dims: list) -> Optional[tuple[li
     return pads[:n] + ends, out
 
 
+def _as_float32(model: onnx.ModelProto) -> None:
+    """Float16 and QDQ-quantized models become their float32 graphs (precision.py says how)."""
+    from .precision import dequantize_qdq, float16_as_float32
+
+    float16_as_float32(model)
+    dequantize_qdq(model)
+
+
 def normalise(model: onnx.ModelProto, input_name: Optional[str] = None, output_name: Optional[str] = None,
               input_shape: Optional[Sequence[Optional[int]]] = None) -> ForwardGraph:
     """Return the model as a :class:`ForwardGraph` ready for the backward builder.
@@ -547,6 +555,7 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None, output_n
     """
     metadata = {p.key: p.value for p in model.metadata_props}
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    _as_float32(model)
     graph = model.graph
     inits = {i.name for i in graph.initializer}
     kept = [i for i in graph.input if i.name not in inits]

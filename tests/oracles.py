@@ -26,7 +26,7 @@ Y = "y"
 
 # -- building models ----------------------------------------------------------------
 def make_model(nodes: Sequence[onnx.NodeProto], x_shape: Sequence, inits: Optional[Mapping[str, np.ndarray]] = None,
-               outputs: Iterable[str] = (Y,), batch: object = "N") -> onnx.ModelProto:
+               outputs: Iterable[str] = (Y,), batch: object = "N", opset: int = OPSET) -> onnx.ModelProto:
     """A float32 model with one input ``x`` (first dim ``batch``: symbolic by default) and untyped-shape outputs."""
     dims = [batch] + [int(d) for d in x_shape[1:]]
     graph = h.make_graph(
@@ -34,16 +34,16 @@ def make_model(nodes: Sequence[onnx.NodeProto], x_shape: Sequence, inits: Option
         [h.make_tensor_value_info(X, TensorProto.FLOAT, dims)],
         [h.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
         initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in (inits or {}).items()])
-    m = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)])
-    m.ir_version = 8
+    m = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+    m.ir_version = 8 if opset <= 17 else 10
     return m
 
 
 def single_op(op: str, x_shape: Sequence, inputs: Sequence[str] = (X,), inits: Optional[Mapping] = None,
-              batch: object = "N", **attrs) -> onnx.ModelProto:
+              batch: object = "N", opset: int = OPSET, **attrs) -> onnx.ModelProto:
     """A model made of one ``op`` node whose inputs are ``x`` and named initializers (``""`` = omitted)."""
     node = h.make_node(op, list(inputs), [Y], name=f"the_{op.lower()}", **attrs)
-    return make_model([node], x_shape, inits, batch=batch)
+    return make_model([node], x_shape, inits, batch=batch, opset=opset)
 
 
 def f32(a) -> np.ndarray:

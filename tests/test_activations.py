@@ -11,6 +11,7 @@ import math
 import zlib
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,7 @@ UNITS = {
     "Mish": ({}, 18, {}, F.mish, "smooth"),
     "Gelu": ({}, 20, {}, F.gelu, "smooth"),
     "Gelu_tanh": (dict(approximate="tanh"), 20, {}, lambda t: F.gelu(t, approximate="tanh"), "smooth"),
+    "Erf": ({}, 17, {}, torch.erf, "smooth"),
 }
 
 
@@ -129,7 +131,7 @@ def test_guided_unit_is_relu_g_times_relu_slope(name):
 def test_rule_sets():
     plain, paper, every = get_rule_set(PLAIN), get_rule_set(GUIDED), get_rule_set(ALL)
     assert paper.overridden() == sorted(PAPER_SET)
-    for op in list(DERIVATIVES) + ["GlobalMaxPool", "ReduceMax", "ReduceMin", "Max", "Min", "Mul"]:
+    for op in list(DERIVATIVES) + ["GlobalMaxPool", "ReduceMax", "ReduceMin", "Max", "Min", "Mul", "TopK"]:
         assert every.lookup(op) is not plain.lookup(op), op
     for op in PAPER_SET:  # the paper's three rules are shared, not re-implemented
         assert every.lookup(op) is paper.lookup(op)
@@ -156,6 +158,46 @@ def test_self_gated_unit(gate, fn, order):
     got, _ = vjp(m, x, g, ALL)
     assert_close(got, np.maximum(g, 0) * np.maximum(d, 0), rtol=1e-4, atol_rel=1e-5, what=f"guided x*{gate}(x)")
     assert np.any(d < 0)  # the unit is not monotone: its decreasing part is blocked
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_as_torch_exports_it_at_opset_17(tmp_path, approximate):
+    """torch.onnx.export at opset 17 writes GELU as x * s(x) (Erf, or Tanh of a cubic): gnl-ig-all guides it as
+    one unit, exactly like the Gelu op (opset 20); the paper's set keeps its true gradient."""
+    class Gelu(torch.nn.Module):
+        def forward(self, t):
+            return F.gelu(t, approximate=approximate)
+
+    path = tmp_path / "gelu.onnx"
+    torch.onnx.export(Gelu(), (torch.zeros(1, *XS[1:]),), str(path), dynamo=False, opset_version=17,
+                      input_names=[X], output_names=[Y], dynamic_axes={X: {0: "N"}})
+    m = onnx.load(str(path))
+    assert "Gelu" not in {n.op_type for n in m.graph.node} and "Mul" in {n.op_type for n in m.graph.node}
+    rng = rng_for("gelu17", approximate)
+    x, g = f32(rng.standard_normal(XS) * 2), mixed(rng, XS)
+    d = torch_derivative(lambda t: F.gelu(t, approximate=approximate), x)
+    got, _ = vjp(m, x, g, ALL)
+    assert_close(got, np.maximum(g, 0) * np.maximum(d, 0), rtol=1e-4, atol_rel=1e-5, what="guided decomposed GELU")
+    for method in (PLAIN, GUIDED):
+        plain, _ = vjp(m, x, g, method)
+        assert_close(plain, g * d, rtol=1e-4, atol_rel=1e-5, what=f"{method} decomposed GELU")
+    op, _ = vjp(unit_model("Gelu" if approximate == "none" else "Gelu_tanh"), x, g, ALL)
+    assert_close(got, op, rtol=1e-4, atol_rel=1e-5, what="decomposed vs Gelu op")
+
+
+def test_topk_values_guided():
+    """gnl-ig-all routes relu(g) of TopK's values to the selected elements; the plain rule routes g."""
+    rng = rng_for("topk_guided")
+    shape = (2, 3, 7)
+    x = f32(rng.permutation(np.prod(shape)).reshape(shape) * 0.01 - 0.2)
+    m = model_at(17, [h.make_node("TopK", [X, "k"], [Y, "i"], axis=-1)], shape, {"k": np.array([3], np.int64)})
+    g = mixed(rng, (2, 3, 3))
+    idx = np.argsort(-x, axis=-1)[..., :3]
+    for method, gg in ((PLAIN, g), (ALL, np.maximum(g, 0))):
+        want = np.zeros(shape, np.float32)
+        np.put_along_axis(want, idx, gg, -1)
+        got, _ = vjp(m, x, g, method)
+        assert_close(got, want, rtol=1e-6, atol_rel=1e-6, what=f"TopK {method}")
 
 
 class GuidedSigmoid(torch.autograd.Function):

@@ -171,7 +171,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
         onnx.save(model, str(out[name]))
 
     save("good", tiny_classifier())
-    save("erf", tiny_classifier(act="Erf"))
+    save("round", tiny_classifier(act="Round"))  # Round: piecewise constant, no rule
     save("two_outputs", tiny_classifier(two_outputs=True))
     save("two_inputs", tiny_classifier(two_inputs=True))
     save("uint8_input", tiny_classifier(in_type=T.UINT8, cast_to=T.DOUBLE))  # uint8 cast to float32 is explained
@@ -366,7 +366,7 @@ CASES = [
                  needles=["several float outputs", "logits2", "--output-name NAME"]),
     convert_case("model-unknown-output", "two_outputs", "--output-name", "probs",
                  needles=["no output 'probs'", "logits, logits2"]),
-    convert_case("model-unsupported-op", "erf", needles=["unsupported op 'Erf'", "supported ops: ", "--output-name",
+    convert_case("model-unsupported-op", "round", needles=["unsupported op 'Round'", "supported ops: ", "--output-name",
                                                          "Adding an op"]),
     convert_case("model-external-data-missing", "ext_missing", needles=["m1.onnx.data", "missing",
                                                                         "copy it next to the model"]),

@@ -20,13 +20,13 @@ from oracles import f32, make_model
 ort.set_default_logger_severity(3)
 
 
-def erf_model(tmp_path):
+def round_model(tmp_path):
     nodes = [h.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1], name="conv_a"),
-             h.make_node("Erf", ["c"], ["e"], name="my_erf"),
+             h.make_node("Round", ["c"], ["e"], name="my_round"),
              h.make_node("GlobalAveragePool", ["e"], ["p"]),
              h.make_node("Flatten", ["p"], ["y"])]
     m = make_model(nodes, (1, 3, 8, 8), {"w": f32(np.ones((4, 3, 1, 1)))})
-    path = tmp_path / "erf.onnx"
+    path = tmp_path / "round.onnx"
     onnx.save(m, str(path))
     return path
 
@@ -44,16 +44,16 @@ def test_inspect_demo_model(demo_model, capsys):
 
 
 def test_inspect_json_and_refusal(tmp_path, capsys):
-    path = erf_model(tmp_path)
+    path = round_model(tmp_path)
     assert main(["inspect", str(path), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["opsets"] == {"ai.onnx": 17} and rep["input_name"] == "x" and rep["score_name"] == "y"
     ops = {r["op"]: r for r in rep["ops"]}
-    assert ops["Erf"]["rules"] == {"ig": "-", "gnl-ig": "-", "gnl-ig-all": "-"} and ops["Erf"]["on_path"]
+    assert ops["Round"]["rules"] == {"ig": "-", "gnl-ig": "-", "gnl-ig-all": "-"} and ops["Round"]["on_path"]
     assert ops["Conv"]["count"] == 1
-    assert rep["refusals"]["ig"] == "unsupported op 'Erf' in node 'my_erf'"
+    assert rep["refusals"]["ig"] == "unsupported op 'Round' in node 'my_round'"
     assert main(["inspect", str(path)]) == 0
-    assert "--method ig: refused: unsupported op 'Erf' in node 'my_erf'" in capsys.readouterr().out
+    assert "--method ig: refused: unsupported op 'Round' in node 'my_round'" in capsys.readouterr().out
 
 
 def test_inspect_names_a_model_it_cannot_use(tmp_path, capsys):
@@ -66,12 +66,12 @@ def test_inspect_names_a_model_it_cannot_use(tmp_path, capsys):
 
 
 def test_convert_refuses_an_unsupported_op_in_one_line(tmp_path):
-    path = erf_model(tmp_path)
+    path = round_model(tmp_path)
     p = subprocess.run([sys.executable, "-m", "onnx_gig.cli", "convert", str(path), "-o", str(tmp_path / "o.onnx")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
     err = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert len(err) == 1 and "'Erf'" in err[0] and "my_erf" in err[0], p.stderr
+    assert len(err) == 1 and "'Round'" in err[0] and "my_round" in err[0], p.stderr
     assert not (tmp_path / "o.onnx").exists()
 
 

@@ -191,10 +191,13 @@ def make_export_net(seed: int = 0, channels_last: bool = False):
 
 
 def export_torch(net, path: Path, shape, dynamo: bool = False, input_name: str = "image",
-                 output_name: str = "logits", opset: int = 17) -> Path:
-    """Export with a dynamic batch axis; dynamo keeps its defaults (opset 20, weights in PATH.data)."""
+                 output_name: str = "logits", opset: int = 17, example_batch: int = 1) -> Path:
+    """Export with a dynamic batch axis; dynamo keeps its defaults (opset 20, weights in PATH.data).
+
+    ``example_batch`` 2 keeps torch.export from specialising a batch of 1 where a net's ops let it.
+    """
     torch, _, _ = _torch()
-    example = torch.randn(1, *shape)
+    example = torch.randn(example_batch, *shape)
     if dynamo:
         torch.onnx.export(net, (example,), str(path), dynamo=True, input_names=[input_name],
                           output_names=[output_name], dynamic_shapes=[{0: torch.export.Dim("batch")}])

@@ -32,6 +32,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .builder import build_gradient
 from .elementwise import mul
 from .masks import clip_mask, relu_mask
 from .registry import PLAIN, GradContext, register
@@ -281,33 +282,76 @@ def d_gelu(ctx, x):
     return e.add(cdf, e.mul(x, pdf))
 
 
-# -- x * s(x): SiLU / Swish and HardSwish written as a product --------------------------------------------
-_GATES = ("Sigmoid", "HardSigmoid")
+@unit("Erf")
+def d_erf(ctx, x):
+    e = ctx.e  # 2/sqrt(pi) exp(-x^2); the plain rule is elementwise.erf
+    return e.mul(e.exp(e.neg(e.mul(x, x))), F(2 / math.sqrt(math.pi)))
 
 
-def _self_gate(ctx: GradContext) -> Optional[tuple[int, gs.Node]]:
-    """(index of x, the gate node) when this Mul is x * s(x) with s a Sigmoid/HardSigmoid of x itself."""
+# -- x * s(x): SiLU / Swish, HardSwish and GELU written as a product ------------------------------------------
+# element-wise ops that may make up s(x) (their other inputs must be constants)
+_POINTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Abs", "Erf",
+              "Identity", "Cast"} | set(DERIVATIVES)
+_MAX_CHAIN = 16
+
+
+def _function_of(x: gs.Tensor, s: gs.Tensor) -> Optional[list[gs.Node]]:
+    """The nodes (topological order) computing ``s`` from ``x`` alone through element-wise ops, else None."""
+    order: list[gs.Node] = []
+    reached = [False]
+
+    def visit(t: gs.Tensor) -> bool:
+        if t is x:
+            reached[0] = True
+            return True
+        if isinstance(t, gs.Constant):
+            return True
+        producers = getattr(t, "inputs", [])
+        if len(producers) != 1 or producers[0].op not in _POINTWISE or len(order) >= _MAX_CHAIN:
+            return False  # a graph input, or a non-element-wise op (a squeeze-excitation gate's pooling)
+        n = producers[0]
+        if n in order:
+            return True
+        if not all(visit(i) for i in n.inputs if i.name):
+            return False
+        order.append(n)
+        return True
+
+    if not visit(s) or not reached[0] or not order:
+        return None
+    return order
+
+
+def _self_function(ctx: GradContext) -> Optional[tuple[int, list[gs.Node]]]:
+    """(index of x, the nodes of s) when this Mul is x * s(x), s an element-wise function of x of x's shape."""
     if len(ctx.node.inputs) != 2:
         return None
     for i in (0, 1):
-        other = ctx.I(1 - i)
-        producers = getattr(other, "inputs", [])
-        if len(producers) == 1 and producers[0].op in _GATES and producers[0].inputs[0] is ctx.I(i):
-            return i, producers[0]
+        x, s = ctx.I(i), ctx.I(1 - i)
+        if x.shape is None or s.shape is None or tuple(x.shape) != tuple(s.shape) or isinstance(x, gs.Constant):
+            continue
+        nodes = _function_of(x, s)
+        if nodes is not None:
+            return i, nodes
     return None
 
 
 def guided_mul(ctx: GradContext):
-    """x * s(x) is one unit: relu(g) * relu(d/dx [x s(x)]); any other Mul keeps the plain product rule."""
-    found = _self_gate(ctx)
+    """x * s(x) is one unit: relu(g) * relu(d/dx [x s(x)]); any other Mul keeps the plain product rule.
+
+    s is any element-wise function of x alone: Sigmoid (SiLU), HardSigmoid (HardSwish), 1 + erf(x / sqrt 2)
+    (exact GELU as torch exports it at opset 17), 1 + tanh(c (x + 0.044715 x^3)) (tanh GELU), tanh(softplus)
+    (Mish). s'(x) is the plain backward pass of s's nodes seeded with ones (element-wise, so it is the
+    derivative itself).
+    """
+    found = _self_function(ctx)
     if found is None:
         return mul(ctx)
-    i, gate = found
+    i, nodes = found
     e, x, s = ctx.e, ctx.I(i), ctx.I(1 - i)
-    gate_ctx = GradContext(gate, [None], [True], e)
-    ds = DERIVATIVES[gate.op][0](gate_ctx, x)
+    ones = e.op("ConstantOfShape", [e.shape(s)], {"value": gs.Constant(e.name("one"), np.ones(1, e.dtype))})
+    ds = build_gradient(nodes, {"s": (s, ones)}, x, PLAIN, e)
     d = e.relu(e.add(s, e.mul(x, ds)))  # d/dx x s(x) = s + x s'(x); not monotone
     grads: list = [None, None]
     grads[i] = e.mul(e.relu(ctx.GO(0)), d)
     return grads
-

@@ -5,6 +5,8 @@ a broadcast operand's gradient is summed back to its shape (GradContext.unbroadc
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .registry import GradContext, register
@@ -58,6 +60,13 @@ def exp(ctx: GradContext):
     return [ctx.e.mul(ctx.GO(0), ctx.O(0))]
 
 
+@register("Erf")
+def erf(ctx: GradContext):
+    """d erf(x)/dx = 2/sqrt(pi) exp(-x^2) (exact GELU exports as x/2 (1 + erf(x/sqrt 2)))."""
+    e, x = ctx.e, ctx.I(0)
+    return [e.mul(ctx.GO(0), e.mul(e.exp(e.neg(e.mul(x, x))), F(2.0 / math.sqrt(math.pi))))]
+
+
 @register("Log")
 def log(ctx: GradContext):
     return [ctx.e.div(ctx.GO(0), ctx.I(0))]
@@ -98,15 +107,33 @@ def pow_(ctx: GradContext):
     return [ctx.unbroadcast(e.mul(g, d), x, ctx.O(0)), None]
 
 
-@register("Cast")
+@register("Cast", "CastLike")
 def cast(ctx: GradContext):
     """Float -> float casts pass the gradient (cast back); casts to integers are not differentiable paths."""
     x = ctx.I(0)
     src = np.dtype(x.dtype) if x.dtype is not None else ctx.e.dtype
     if src.kind != "f":
-        return [None]
+        return [None] * len(ctx.node.inputs)
     g = ctx.GO(0)
-    return [g if src == ctx.e.dtype else ctx.e.cast(g, src)]
+    return [g if src == ctx.e.dtype else ctx.e.cast(g, src)] + [None] * (len(ctx.node.inputs) - 1)
+
+
+@register("Mean")
+def mean(ctx: GradContext):
+    """The element-wise mean of n broadcast inputs: g / n to each."""
+    g, y, n = ctx.GO(0), ctx.O(0), len(ctx.node.inputs)
+    gn = ctx.e.mul(g, F(1.0 / n))
+    return [ctx.unbroadcast(gn, t, y) if ctx.needs(i) else None for i, t in enumerate(ctx.node.inputs)]
+
+
+@register("Sin")
+def sin(ctx: GradContext):
+    return [ctx.e.mul(ctx.GO(0), ctx.e.op("Cos", [ctx.I(0)]))]
+
+
+@register("Cos")
+def cos(ctx: GradContext):
+    return [ctx.e.neg(ctx.e.mul(ctx.GO(0), ctx.e.op("Sin", [ctx.I(0)])))]
 
 
 @register("Where")

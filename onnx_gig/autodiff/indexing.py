@@ -86,3 +86,59 @@ def gather(ctx: GradContext):
             raise ctx.fail(f"needs static sizes around the gather axis, got {so}")
         g = e.reshape(g, [0] + [int(d) for d in so[1:axis]] + [flat.size] + [int(d) for d in rest])
     return [scatter_along(ctx, g, axis, rank, one_hot(flat, dim)), None]
+
+
+# -- element-wise gathers and scatters (indices need not be constant: they are not differentiated) ------------
+def _attr_str(ctx: GradContext, name: str, default: str) -> str:
+    v = ctx.attr(name, default)
+    return v.decode() if isinstance(v, bytes) else v
+
+
+@register("GatherElements")
+def gather_elements(ctx: GradContext):
+    """y[.., i, ..] = x[.., idx[.., i, ..], ..] along ``axis``: scatter g back, adding where indices repeat."""
+    if ctx.needs(1):
+        raise ctx.fail("gather indices are not differentiable")
+    e, x = ctx.e, ctx.I(0)
+    zero = zeros_like(ctx, x)
+    return [e.op("ScatterElements", [zero, ctx.I(1), ctx.GO(0)], {"axis": int(ctx.attr("axis", 0)),
+                                                                  "reduction": "add"}), None]
+
+
+@register("GatherND")
+def gather_nd(ctx: GradContext):
+    """y = x[idx[..., :]] (batch_dims 0): scatter g back with ScatterND, adding where indices repeat."""
+    if ctx.needs(1):
+        raise ctx.fail("gather indices are not differentiable")
+    if int(ctx.attr("batch_dims", 0)):
+        raise ctx.fail("only batch_dims=0 is supported")
+    zero = zeros_like(ctx, ctx.I(0))
+    return [ctx.e.op("ScatterND", [zero, ctx.I(1), ctx.GO(0)], {"reduction": "add"}), None]
+
+
+@register("ScatterElements", "ScatterND")
+def scatter(ctx: GradContext):
+    """data's gradient is g with the overwritten positions zeroed (kept with reduction='add'); the updates'
+    gradient is g gathered at the indices."""
+    if ctx.needs(1):
+        raise ctx.fail("scatter indices are not differentiable")
+    reduction = _attr_str(ctx, "reduction", "none")
+    if reduction not in ("none", "add"):
+        raise ctx.fail(f"only reduction 'none' or 'add' is differentiable here, got '{reduction}'")
+    e, g, idx = ctx.e, ctx.GO(0), ctx.I(1)
+    elements = ctx.node.op == "ScatterElements"
+    attrs = {"axis": int(ctx.attr("axis", 0))} if elements else {}
+    gd = gu = None
+    if ctx.needs(0):
+        gd = g if reduction == "add" else e.op(ctx.node.op, [g, idx, zeros_like(ctx, ctx.I(2))], attrs)
+    if ctx.needs(2):
+        gu = e.op("GatherElements" if elements else "GatherND", [g, idx], attrs)
+    return [gd, None, gu]
+
+
+@register("Trilu")
+def trilu(ctx: GradContext):
+    """A fixed 0/1 mask on the last two axes: the gradient keeps the same triangle."""
+    constant_params(ctx, "k")
+    ins = [ctx.GO(0)] + ([ctx.I(1)] if ctx.has_input(1) else [])
+    return [ctx.e.op("Trilu", ins, {"upper": int(ctx.attr("upper", 1))}), None][:len(ctx.node.inputs)]

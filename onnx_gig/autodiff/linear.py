@@ -6,6 +6,8 @@ flipped, channel-swapped kernel (faster, and it keeps onnxruntime's blocked layo
 """
 from __future__ import annotations
 
+import string
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -118,3 +120,97 @@ def matmul(ctx: GradContext):
     ga = ctx.unbroadcast(e.op("MatMul", [g, _swap_last(e, b, rb)]), a, y) if ctx.needs(0) else None
     gb = ctx.unbroadcast(e.op("MatMul", [_swap_last(e, a, ra), g]), b, y) if ctx.needs(1) else None
     return [ga, gb]
+
+
+@register("ConvTranspose")
+def conv_transpose(ctx: GradContext):
+    """ConvTranspose is the adjoint of a Conv with the same weight: dx = Conv(g, W) with its strides,
+    dilations and group, begin pad = the ConvTranspose's begin crop, end pad = whatever lands on x's size.
+
+    Every attribute (pads, auto_pad, output_padding, output_shape) only moves where the transposed output is
+    cropped; the begin crop is all the gradient needs (onnxruntime's placement: SAME_UPPER puts the smaller
+    half first, SAME_LOWER and a bare output_shape the larger), the end follows from the static sizes.
+    """
+    if ctx.needs(1) or ctx.needs(2):
+        raise ctx.fail("gradients with respect to transposed-convolution weights are not supported "
+                       "(weights must be constants)")
+    x, w, e = ctx.I(0), ctx.I(1), ctx.e
+    spatial, out = ctx.spatial(x), ctx.spatial(ctx.O(0))
+    n = len(spatial)
+    kernel = [int(k) for k in (ctx.attr("kernel_shape") or ctx.shape(w)[2:])]
+    strides = [int(s) for s in ctx.attr("strides", [1] * n)]
+    dil = [int(d) for d in ctx.attr("dilations", [1] * n)]
+    auto = ctx.attr("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    full = [s * (h - 1) + (k - 1) * d + 1 for s, h, k, d in zip(strides, spatial, kernel, dil)]
+    if auto in ("SAME_UPPER", "SAME_LOWER") or ctx.attr("output_shape") is not None:
+        opad = [int(p) for p in ctx.attr("output_padding", [0] * n)]
+        total = [f + p - o for f, p, o in zip(full, opad, out)]
+        begin = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+    elif auto == "VALID":
+        begin = [0] * n
+    else:
+        begin = [int(p) for p in ctx.attr("pads", [0] * (2 * n))[:n]]
+    end = [f - b - o for f, b, o in zip(full, begin, out)]  # so that Conv(g) has exactly x's spatial size
+    g = ctx.GO(0)
+    crop = [(i, max(0, -b), o - max(0, -en)) for i, (b, en, o) in enumerate(zip(begin, end, out)) if b < 0 or en < 0]
+    if crop:  # output positions no input reaches (an output_shape larger than the full transposed output)
+        g = e.slice(g, [c[1] for c in crop], [c[2] for c in crop], [2 + c[0] for c in crop])
+    pads = [max(0, b) for b in begin] + [max(0, en) for en in end]
+    group = int(ctx.attr("group", 1))
+    if isinstance(w, gs.Constant) and ctx.shape(w)[0] == ctx.shape(w)[1] * group:
+        w = e.const(np.array(w.values, copy=True), hint="conv_w")  # OpenVINO: no square weight shared by both
+    return [e.op("Conv", [g, w], {"strides": strides, "dilations": dil, "pads": pads,
+                                  "group": group, "kernel_shape": kernel}), None, None][
+        :len(ctx.node.inputs)]
+
+
+# -- Einsum -------------------------------------------------------------------------------------------------------
+def _einsum_terms(ctx: GradContext) -> tuple[list[str], str]:
+    """The operands' and the output's subscripts, with '...' spelled out as unused letters (static ranks)."""
+    eq = ctx.attr("equation")
+    eq = (eq.decode() if isinstance(eq, bytes) else eq).replace(" ", "")
+    lhs, out = eq.split("->") if "->" in eq else (eq, None)
+    terms = lhs.split(",")
+    free = [c for c in string.ascii_letters if c not in eq]
+    dots = [len(ctx.shape(ctx.I(i))) - (len(t) - 3) if "..." in t else 0 for i, t in enumerate(terms)]
+    ell = "".join(free[:max(dots, default=0)])  # the longest ellipsis; shorter ones right-aligned in it
+    terms = [t.replace("...", ell[len(ell) - n:] if n else "") for t, n in zip(terms, dots)]
+    if out is None:  # implicit output: the ellipsis, then every letter used once, sorted
+        letters = "".join(terms)
+        out = ell + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in ell))
+    else:
+        out = out.replace("...", ell)
+    return terms, out
+
+
+@register("Einsum")
+def einsum(ctx: GradContext):
+    """Einsum is linear in each operand: d/dA_k = einsum(g, the other operands -> A_k's subscripts).
+
+    An index that appears only in A_k (summed there alone) is broadcast back with Expand; repeated indices
+    in one operand (diagonals) and broadcast ellipsis dimensions are refused.
+    """
+    e = ctx.e
+    terms, out = _einsum_terms(ctx)
+    grads = []
+    for k, term in enumerate(terms):
+        if not ctx.needs(k):
+            grads.append(None)
+            continue
+        if len(set(term)) != len(term):
+            raise ctx.fail(f"operand {k} repeats an index ('{term}'): diagonals are not supported")
+        others = [t for i, t in enumerate(terms) if i != k]
+        seen = set(out).union(*others) if others else set(out)
+        kept = "".join(c for c in term if c in seen)
+        eq = ",".join([out] + others) + "->" + kept
+        g = e.op("Einsum", [ctx.GO(0)] + [ctx.I(i) for i in range(len(terms)) if i != k], {"equation": eq})
+        if kept != term:  # indices summed in A_k alone: the gradient is constant along them
+            shape = ctx.shape(ctx.I(k))
+            lost = [i for i, c in enumerate(term) if c not in seen]
+            if not all(isinstance(shape[i], (int, np.integer)) for i in lost):
+                raise ctx.fail(f"needs static sizes on the indices summed in operand {k} alone, got {shape}")
+            g = e.unsqueeze(g, lost)
+            g = e.expand(g, [int(d) if i in lost else 1 for i, d in enumerate(shape)])
+        grads.append(g)
+    return grads

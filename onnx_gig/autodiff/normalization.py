@@ -63,18 +63,25 @@ def lrn(ctx: GradContext):
 
 
 # -- layer and instance normalisation ---------------------------------------------------------------------
-def _normalise_grad(ctx: GradContext, axes: list[int], scale):
+def _normalise_grad(ctx: GradContext, axes: list[int], scale, x=None, g=None, count: int | None = None,
+                    eps: float | None = None):
     """y = (x - mean) / sqrt(var + eps) * scale + bias over ``axes``: the input gradient.
 
-    dx = rstd (gs - mean(gs) - xhat mean(gs xhat)), gs = g * scale (means over ``axes``).
+    dx = rstd (gs - mean(gs) - xhat mean(gs xhat)), gs = g * scale (means over ``axes``). ``x``, ``g`` default to
+    the node's input and arriving gradient; ``count`` (the number of elements normalised together) to the
+    product of x's static sizes on ``axes``.
     """
-    e, x = ctx.e, ctx.I(0)
-    sx = ctx.shape(x)
-    sizes = [sx[a] for a in axes]
-    if not all(static(d) for d in sizes):
-        raise ctx.fail(f"needs static sizes on the normalised axes, got {sx}")
-    inv_n = F(1.0 / float(np.prod([int(d) for d in sizes])))
-    eps = F(float(ctx.attr("epsilon", 1e-5)))
+    e = ctx.e
+    x = ctx.I(0) if x is None else x
+    g = ctx.GO(0) if g is None else g
+    if count is None:
+        sx = ctx.shape(x)
+        sizes = [sx[a] for a in axes]
+        if not all(static(d) for d in sizes):
+            raise ctx.fail(f"needs static sizes on the normalised axes, got {sx}")
+        count = int(np.prod([int(d) for d in sizes]))
+    inv_n = F(1.0 / float(count))
+    eps = F(float(ctx.attr("epsilon", 1e-5)) if eps is None else eps)
 
     def mean(t):
         return e.mul(e.reduce_sum(t, axes, keepdims=True), inv_n)
@@ -82,7 +89,7 @@ def _normalise_grad(ctx: GradContext, axes: list[int], scale):
     xc = e.sub(x, mean(x))
     rstd = e.op("Reciprocal", [e.sqrt(e.add(mean(e.mul(xc, xc)), eps))])
     xhat = e.mul(xc, rstd)
-    gs_ = ctx.GO(0) if scale is None else e.mul(ctx.GO(0), scale)
+    gs_ = g if scale is None else e.mul(g, scale)
     return e.mul(rstd, e.sub(e.sub(gs_, mean(gs_)), e.mul(xhat, mean(e.mul(gs_, xhat)))))
 
 
@@ -100,3 +107,53 @@ def instance_norm(ctx: GradContext):
     rank = len(ctx.shape(ctx.I(0)))
     scale = ctx.e.unsqueeze(ctx.I(1), list(range(1, rank - 1)))  # [C] -> [C, 1, ...]
     return [_normalise_grad(ctx, list(range(2, rank)), scale), None, None]
+
+
+@register("GroupNormalization")
+def group_norm(ctx: GradContext):
+    """Normalise over (C/G channels x spatial) per group: x viewed as [N, G, C/G, *spatial].
+
+    The scale is per group ([G], opset 18) or per channel ([C], opset 21); told apart by its length.
+    """
+    constant_params(ctx, "scale and bias")
+    e, x = ctx.e, ctx.I(0)
+    sx = ctx.shape(x)
+    if not all(static(d) for d in sx[1:]):
+        raise ctx.fail(f"needs static channel and spatial sizes, got {sx}")
+    c, rest = int(sx[1]), [int(d) for d in sx[2:]]
+    groups = int(ctx.attr("num_groups"))
+    view = [-1, groups, c // groups] + rest
+    ones = [1] * len(rest)
+    sv = ctx.const_value(1)
+    n_scale = int(sv.size) if sv is not None else (int(ctx.shape(ctx.I(1))[0]) if ctx.shape(ctx.I(1)) else c)
+    per_channel = n_scale == c and groups != c
+    scale = e.reshape(ctx.I(1), [groups, c // groups if per_channel else 1] + ones)
+    axes = list(range(2, 3 + len(rest)))
+    dx = _normalise_grad(ctx, axes, scale, e.reshape(x, view), e.reshape(ctx.GO(0), view),
+                         count=(c // groups) * int(np.prod(rest or [1])))
+    return [e.reshape(dx, [-1, c] + rest), None, None]
+
+
+@register("LpNormalization")
+def lp_norm(ctx: GradContext):
+    """y = x / ||x||_p along ``axis`` (p = 1 or 2): dx = (g - s(x) sum(g y)) / ||x||_p, s(x) = y for p = 2 and
+    sign(x) for p = 1."""
+    e, x, y, g = ctx.e, ctx.I(0), ctx.O(0), ctx.GO(0)
+    p = int(ctx.attr("p", 2))
+    if p not in (1, 2):
+        raise ctx.fail(f"p must be 1 or 2, got {p}")
+    axis = int(ctx.attr("axis", -1))
+    norm = e.reduce_sum(e.mul(x, x) if p == 2 else e.op("Abs", [x]), [axis], keepdims=True)
+    norm = e.sqrt(norm) if p == 2 else norm
+    s = y if p == 2 else e.op("Sign", [x])
+    return [e.div(e.sub(g, e.mul(s, e.reduce_sum(e.mul(g, y), [axis], keepdims=True))), norm)]
+
+
+@register("MeanVarianceNormalization")
+def mean_variance_norm(ctx: GradContext):
+    """(x - mean) / sqrt(var) over ``axes`` (default N, H, W): the layer-norm gradient with onnxruntime's 1e-9."""
+    rank = len(ctx.shape(ctx.I(0)))
+    axes = sorted(int(a) % rank for a in ctx.attr("axes", [0, 2, 3]))
+    if 0 in axes:
+        raise ctx.fail("normalising over the batch axis mixes images; only axes without 0 are supported")
+    return [_normalise_grad(ctx, axes, None, eps=1e-9)]

@@ -170,3 +170,60 @@ def guided_reduce_max(ctx: GradContext):
 
 def guided_max_min(ctx: GradContext):
     return _max_min(ctx, ctx.e.relu(ctx.GO(0)))
+
+
+# -- Lp pooling and TopK ------------------------------------------------------------------------------------------
+def _lp_scale(ctx: GradContext):
+    """x |x|^(p-2) and y^(1-p) for y = (sum |x|^p)^(1/p): dy/dx = x |x|^(p-2) y^(1-p) within each window."""
+    e, x, y = ctx.e, ctx.I(0), ctx.O(0)
+    p = float(ctx.attr("p", 2))
+    y_safe = e.add(y, e.mask(e.op("Equal", [y, np.float32(0)])))  # y = 0: every |x| in the window is 0
+    inv = e.op("Pow", [y_safe, e.const(np.float32(1 - p))]) if p != 2 else e.op("Reciprocal", [y_safe])
+    if p == 2:
+        xs = x
+    elif p == 1:
+        xs = e.op("Sign", [x])
+    else:
+        xs = e.mul(x, e.op("Pow", [e.op("Abs", [x]), e.const(np.float32(p - 2))]))
+    return xs, inv
+
+
+@register("LpPool")
+def lp_pool(ctx: GradContext):
+    """dx = x |x|^(p-2) * sum over the windows holding x of g y^(1-p): the window sum as a ones ConvTranspose."""
+    e, x = ctx.e, ctx.I(0)
+    kernel = [int(k) for k in ctx.attr("kernel_shape")]
+    strides, dil, pads, out = conv_geometry(ctx, x, kernel)
+    pads_t, opad = transpose_padding(ctx.spatial(x), out, kernel, strides, dil, pads)
+    xs, inv = _lp_scale(ctx)
+    c = int(ctx.shape(x)[1])
+    ones_k = e.const(np.ones([c, 1] + kernel, dtype=e.dtype))
+    back = e.op("ConvTranspose", [e.mul(ctx.GO(0), inv), ones_k], {
+        "strides": strides, "dilations": dil, "pads": pads_t, "output_padding": opad, "group": c,
+        "kernel_shape": kernel})
+    return [e.mul(xs, back)]
+
+
+@register("GlobalLpPool")
+def global_lp_pool(ctx: GradContext):
+    xs, inv = _lp_scale(ctx)
+    return [ctx.e.mul(xs, ctx.e.mul(ctx.GO(0), inv))]  # g, y: [N, C, 1, 1] broadcast over x
+
+
+def _topk(ctx: GradContext, g):
+    """The values output's gradient goes to the selected elements (TopK's indices along ``axis``)."""
+    if g is None:
+        return [None, None]
+    e, x = ctx.e, ctx.I(0)
+    zero = e.op("ConstantOfShape", [e.shape(x)], {"value": gs.Constant(e.name("zero"), np.zeros(1, e.dtype))})
+    return [e.op("ScatterElements", [zero, ctx.O(1), g], {"axis": int(ctx.attr("axis", -1)), "reduction": "add"}),
+            None]
+
+
+@register("TopK")
+def topk(ctx: GradContext):
+    return _topk(ctx, ctx.GO(0))
+
+
+def guided_topk(ctx: GradContext):
+    return _topk(ctx, None if ctx.GO(0) is None else ctx.e.relu(ctx.GO(0)))

@@ -1,4 +1,4 @@
-"""Resize family: nearest and linear Resize/Upsample with static sizes, as interpolation matrices.
+"""Resize family: nearest, linear and cubic Resize/Upsample with static sizes, as interpolation matrices.
 
 Resize is linear in its input: along each resized axis out = M @ in with M built here exactly as ONNX
 computes it, so the gradient is g @ M along that axis (common.scatter_along).
@@ -38,8 +38,23 @@ def _nearest(x: np.ndarray, mode: str) -> np.ndarray:
     return np.ceil(x - 0.5)  # round_prefer_floor (the default)
 
 
-def resize_matrix(in_size: int, out_size: int, scale: float, mode: str, ctm: str, nearest_mode: str) -> np.ndarray:
-    """[out, in] weights with out = M @ in along one axis, as ONNX Resize computes it (no antialias)."""
+def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
+    """Keys' cubic convolution weights of the taps at -1, 0, 1, 2 around a point t in [0, 1) past the floor."""
+    def w(d):
+        d = np.abs(d)
+        near = ((a + 2) * d - (a + 3)) * d * d + 1
+        far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+        return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+    return np.stack([w(t + 1), w(t), w(1 - t), w(2 - t)], axis=1)
+
+
+def resize_matrix(in_size: int, out_size: int, scale: float, mode: str, ctm: str, nearest_mode: str,
+                  cubic_a: float = -0.75, exclude_outside: bool = False) -> np.ndarray:
+    """[out, in] weights with out = M @ in along one axis, as ONNX Resize computes it (no antialias).
+
+    Cubic: Keys' kernel with ``cubic_a``; taps outside the input repeat the edge, or with ``exclude_outside``
+    get weight 0 and the rest are renormalised.
+    """
     i = np.arange(out_size, dtype=np.float64)
     xs = _source_coordinate(ctm, i, scale, in_size, out_size)
     m = np.zeros((out_size, in_size), np.float64)
@@ -47,6 +62,14 @@ def resize_matrix(in_size: int, out_size: int, scale: float, mode: str, ctm: str
     if mode == "nearest":
         j = np.clip(_nearest(xs, nearest_mode).astype(np.int64), 0, in_size - 1)
         m[rows, j] = 1
+    elif mode == "cubic":
+        j0 = np.floor(xs).astype(np.int64)
+        w = _cubic_weights(xs - j0, cubic_a)
+        taps = j0[:, None] + np.arange(-1, 3)[None, :]
+        if exclude_outside:
+            w = np.where((taps >= 0) & (taps < in_size), w, 0.0)
+            w = w / w.sum(1, keepdims=True)
+        np.add.at(m, (np.repeat(rows, 4), np.clip(taps, 0, in_size - 1).reshape(-1)), w.reshape(-1))
     else:  # linear
         xs = np.clip(xs, 0, in_size - 1)
         j0 = np.floor(xs).astype(np.int64)
@@ -54,6 +77,31 @@ def resize_matrix(in_size: int, out_size: int, scale: float, mode: str, ctm: str
         w1 = xs - j0
         np.add.at(m, (rows, j0), 1 - w1)
         np.add.at(m, (rows, j1), w1)
+    return m.astype(np.float32)
+
+
+def antialias_matrix(in_size: int, out_size: int, scale: float, mode: str, ctm: str, cubic_a: float,
+                     exclude_outside: bool = False) -> np.ndarray:
+    """[out, in] weights of an antialiased linear/cubic Resize as onnxruntime computes it: the filter stretched
+    by 1/scale when shrinking and normalised to sum 1; taps past the edge repeat the edge value, or with
+    ``exclude_outside`` are dropped and the rest renormalised."""
+    shrink = 1.0 / scale
+    half = (1.0 if mode == "linear" else 2.0) * max(shrink, 1.0)
+    stretch = 1.0 / shrink if shrink >= 1.0 else 1.0
+    m = np.zeros((out_size, in_size), np.float64)
+    centers = _source_coordinate(ctm, np.arange(out_size, dtype=np.float64), scale, in_size, out_size) + 0.5
+    for i, c in enumerate(centers):
+        taps = np.arange(int(np.floor(c - half + 0.5)), int(np.floor(c + half + 0.5)))
+        d = np.abs((taps - c + 0.5) * stretch)
+        if mode == "linear":
+            w = np.maximum(0.0, 1.0 - d)
+        else:
+            w = np.where(d < 1, ((cubic_a + 2) * d - (cubic_a + 3)) * d * d + 1,
+                         np.where(d < 2, ((cubic_a * d - 5 * cubic_a) * d + 8 * cubic_a) * d - 4 * cubic_a, 0.0))
+        if exclude_outside:
+            w = np.where((taps >= 0) & (taps < in_size), w, 0.0)
+        if w.sum() != 0:
+            np.add.at(m[i], np.clip(taps, 0, in_size - 1), w / w.sum())
     return m.astype(np.float32)
 
 
@@ -71,9 +119,10 @@ def resize(ctx: GradContext):
     nearest_mode = nearest_mode.decode() if isinstance(nearest_mode, bytes) else nearest_mode
     policy = ctx.attr("keep_aspect_ratio_policy", "stretch")
     policy = policy.decode() if isinstance(policy, bytes) else policy
-    if mode not in ("nearest", "linear") or int(ctx.attr("antialias", 0)) or ctm == "tf_crop_and_resize" \
+    antialias = bool(int(ctx.attr("antialias", 0))) and mode != "nearest"
+    if mode not in ("nearest", "linear", "cubic") or ctm == "tf_crop_and_resize" \
             or ctx.attr("axes") is not None or policy != "stretch":
-        raise ctx.fail(f"only nearest/linear resizing without antialias, crop or axes is supported (mode '{mode}', "
+        raise ctx.fail(f"only nearest/linear/cubic resizing without crop or axes is supported (mode '{mode}', "
                        f"coordinate_transformation_mode '{ctm}')")
     scales = None
     if ctx.node.op == "Resize" and ctx.has_input(2):
@@ -90,6 +139,9 @@ def resize(ctx: GradContext):
         if a < 2 or not (static(sx[a]) and static(sy[a])):
             raise ctx.fail(f"needs static spatial sizes and no resizing of batch or channels, got {sx} -> {sy}")
         scale = float(scales[a]) if scales is not None else int(sy[a]) / int(sx[a])
-        m = resize_matrix(int(sx[a]), int(sy[a]), scale, mode, ctm, nearest_mode)
+        cubic_a = float(ctx.attr("cubic_coeff_a", -0.75))
+        exclude = bool(int(ctx.attr("exclude_outside", 0)))
+        m = antialias_matrix(int(sx[a]), int(sy[a]), scale, mode, ctm, cubic_a, exclude) if antialias else \
+            resize_matrix(int(sx[a]), int(sy[a]), scale, mode, ctm, nearest_mode, cubic_a, exclude)
         g = scatter_along(ctx, g, a, rank, m)
     return [g] + [None] * (len(ctx.node.inputs) - 1)

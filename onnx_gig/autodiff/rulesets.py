@@ -8,8 +8,9 @@ registers its own plain rules when imported here. The guided sets only override 
 * ``gnl-ig-authors``  as ``gnl-ig`` but with the authors' max-pool: the ordinary gradient times
                       [g > 0] upsampled (nearest) to the input size.
 * ``gnl-ig-all``      as ``gnl-ig`` plus every other non-linear unit: relu(g) * relu(f'(x)) for each
-                      element-wise activation (activations.DERIVATIVES), x * Sigmoid(x) / x * HardSigmoid(x)
-                      as one unit (Mul), relu(g) to the arg-max of each max-type selection.
+                      element-wise activation (activations.DERIVATIVES, Gelu and Erf included), x * s(x) with
+                      s an element-wise function of x as one unit (Mul: SiLU, HardSwish, GELU as exported at
+                      opset 17), relu(g) to the selected elements of each max-type selection and TopK.
 
 Linear maps and normalisations (Conv, Gemm, MatMul, BatchNorm, LayerNorm, LRN, Softmax, average pooling,
 a Mul gate between different tensors) keep their true gradients in every set.
@@ -44,6 +45,7 @@ GUIDED_ALL = GUIDED.derive(
         "ReduceMin": pooling.guided_reduce_max,
         "Max": pooling.guided_max_min,
         "Min": pooling.guided_max_min,
+        "TopK": pooling.guided_topk,
     })
 
 

@@ -34,6 +34,9 @@ def configure(c: argparse.ArgumentParser) -> None:
                         "1,224,224,3): a static graph, faster to optimise. The batch stays dynamic (-1, N or any "
                         "number); -1 keeps another dim dynamic too. Default: dynamic sizes stay dynamic")
     c.add_argument("--labels", help="class names: a text file with one per line, or a JSON list")
+    c.add_argument("--fp16", action="store_true",
+                   help="build the attribution graph in float16 (for the CUDA provider; onnxruntime's CPU provider "
+                        "lacks float16 kernels). Default: float32, also for float16 models")
     c.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
 
 
@@ -46,7 +49,7 @@ def run(a: argparse.Namespace) -> int:
               "mean": a.mean, "std": a.std}  # laid over the defaults for this model (api._preprocess_for)
     labels = load_labels(a.labels) if a.labels else None
     r = convert(a.model, a.output, a.method, a.input_name, a.output_name, pp, labels, overwrite=a.force,
-                input_shape=a.input_shape)
+                input_shape=a.input_shape, fp16=a.fp16)
     for n in r.notes:
         print(f"note: {n}", file=sys.stderr)
     classes = f", {r.num_classes} classes" if r.num_classes else ""
