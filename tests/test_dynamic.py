@@ -181,6 +181,23 @@ def test_mobilenet_v3_guided_gradient_at_an_odd_size(mobilenet, tmp_path):
     assert rel_err(attr, (xs.grad * xt).numpy()) < 1e-5
 
 
+def test_mobilenet_v3_from_the_dynamo_exporter(mobilenet, tmp_path):
+    """The dynamo exporter (opset 18+, adaptive pooling as ReduceMean with an axes input) with Dims for H, W."""
+    net, _, _ = mobilenet
+    dim = torch.export.Dim
+    src = tmp_path / "dynamo.onnx"
+    torch.onnx.export(net.float(), (torch.zeros(1, 3, 64, 64),), str(src), dynamo=True, input_names=["image"],
+                      output_names=["logits"], dynamic_shapes=[{0: dim("batch"), 2: dim("h", min=32, max=1024),
+                                                                3: dim("w", min=32, max=1024)}])
+    gm = GigModel(convert(src, tmp_path / "dynamo_gig.onnx", method="ig").path, device="cpu")
+    x = np.random.default_rng(13).normal(size=(1, 3, 97, 113)).astype(np.float32)
+    attr, target = gm.session.run(["attributions", "target_class"], {
+        "image": x, "alphas": np.ones(1, np.float32), "step_weights": np.ones(1, np.float32)})
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    net.double()(xt)[0, int(target[0])].backward()
+    assert rel_err(attr, (xt.grad * xt).detach().numpy()) < 1e-5
+
+
 def test_dims_written_as_minus_one_or_blank_are_dynamic(mobilenet, tmp_path):
     """Paddle-style exports write dynamic dims as -1 (and some leave them blank): [-1, 3, -1, ?]."""
     net, src, _ = mobilenet
