@@ -23,7 +23,8 @@ from .fileio import atomic_path, check_output
 from .heatmap import render_figure, save_png, saliency_map
 from .imageio import DYNAMIC_SHORT_SIDE, METADATA_KEY, Preprocess, load_input, make_baseline
 from .integrate import META_PREFIX, build_ig_model
-from .loader import check_external_data, load_model, normalise, parse_input_shape, read_model_proto
+from .image_input import parse_input_shape
+from .loader import check_external_data, load_model, normalise, read_model_proto
 from .precision import precision_note
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
 from .runtime import GigModel, parse_memory

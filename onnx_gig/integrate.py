@@ -29,7 +29,8 @@ from . import __version__
 from .autodiff import RuleSet, build_gradient
 from .autodiff.emit import Emitter
 from .errors import GigError, ModelError
-from .loader import ForwardGraph, _dims, _skeleton, infer_shapes, pin_input_shape
+from .image_input import pin_input_shape
+from .loader import ForwardGraph, _dims, _skeleton, infer_shapes
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
 
 INPUTS = ("baseline", "alphas", "step_weights", "target")

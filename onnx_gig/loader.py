@@ -18,7 +18,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, shape_inference, version_converter
 
-from .errors import InputError, ModelError
+from .errors import ModelError
 
 TARGET_OPSET = 17
 BATCH = "N"
@@ -200,8 +200,10 @@ def _pick_input(graph: onnx.GraphProto, wanted: Optional[str]) -> onnx.ValueInfo
             if i.name == wanted:
                 return i
         raise ModelError(f"the model has no input '{wanted}'; its inputs are: {', '.join(i.name for i in inputs)}")
+    from .image_input import float_casts
+
     images = [i for i in inputs if len(_dims(i)) >= 3 and (i.type.tensor_type.elem_type == TensorProto.FLOAT
-                                                          or _float_casts(graph, i) is not None)]
+                                                          or float_casts(graph, i) is not None)]
     if len(inputs) == 1 and images:
         return inputs[0]
     if len(images) == 1 and len(inputs) == 1:
@@ -213,102 +215,6 @@ def _pick_input(graph: onnx.GraphProto, wanted: Optional[str]) -> onnx.ValueInfo
                            "cast to float32 by the graph's first node: export the model with one")
     raise ModelError("the model has several inputs (" + ", ".join(f"{i.name}{_dims(i)}" for i in inputs)
                      + "); name the image input with --input NAME")
-
-
-_INTEGERS = (TensorProto.UINT8, TensorProto.INT8, TensorProto.UINT16, TensorProto.INT16, TensorProto.INT32,
-             TensorProto.INT64, TensorProto.UINT32, TensorProto.UINT64)
-
-
-def _float_casts(graph: onnx.GraphProto, vi: onnx.ValueInfoProto) -> Optional[list[onnx.NodeProto]]:
-    """The Cast-to-float32 nodes of an integer input whose other readers only take its Shape; else None."""
-    if vi.type.tensor_type.elem_type not in _INTEGERS:
-        return None
-    readers = [n for n in graph.node if vi.name in n.input]
-    casts = [n for n in readers if n.op_type == "Cast"
-             and any(a.name == "to" and a.i == TensorProto.FLOAT for a in n.attribute)]
-    if not casts or any(n.op_type != "Shape" for n in readers if n not in casts):
-        return None
-    return casts
-
-
-def explain_after_cast(graph: onnx.GraphProto, vi: onnx.ValueInfoProto) -> tuple[onnx.ValueInfoProto, dict]:
-    """Integer pixels cast to float32 in the graph: make the float pixels the graph input (named
-    ``<input>_float``, same layout and dims); the Casts become Identities of it, Shape readers read it.
-
-    Gradients, attributions and baselines then live in pixel units, and the graph's own preprocessing
-    (``/255``, mean/std, transposes) is differentiated like any other op.
-    """
-    casts = _float_casts(graph, vi)
-    if casts is None:
-        raise ModelError(f"input '{vi.name}' is {_elem_name(vi)}; onnx-gig explains float32 tensors, and this "
-                         "input is not cast to float32 before its first use")
-    taken = {n for node in graph.node for n in list(node.input) + list(node.output)} | {i.name for i in graph.input}
-    name = vi.name + "_float"
-    while name in taken:
-        name += "_"
-    new = onnx.helper.make_tensor_value_info(name, TensorProto.FLOAT, _dims(vi))
-    for node in graph.node:
-        if vi.name not in node.input:
-            continue
-        if node in casts:
-            node.op_type = "Identity"
-            del node.attribute[:]
-        for k, i in enumerate(node.input):
-            if i == vi.name:
-                node.input[k] = name
-    pos = [i.name for i in graph.input].index(vi.name)
-    graph.input.remove(graph.input[pos])
-    graph.input.insert(pos, new)
-    return new, {"name": vi.name, "dtype": _elem_name(vi)}
-
-
-def _name_unknown_dims(graph: onnx.GraphProto) -> None:
-    """Dims written as -1 (Paddle, some TF exports), and input dims left blank, become named symbols: the
-    rules read an integer dim as a static size, and the image input's dims need names to be carried."""
-    inputs = {vi.name for vi in graph.input}
-    for vi in list(graph.input) + list(graph.output):
-        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
-            continue
-        for i, d in enumerate(vi.type.tensor_type.shape.dim):
-            blank = not (d.HasField("dim_value") or d.dim_param) and vi.name in inputs
-            if (d.HasField("dim_value") and d.dim_value < 0) or blank:
-                d.Clear()
-                d.dim_param = f"{vi.name}_dim{i}"
-
-
-def pin_input_shape(model: onnx.ModelProto, name: str, wanted: Sequence) -> None:
-    """Give input ``name`` the static sizes in ``wanted`` (``None`` keeps a dim as it is; the batch always
-    stays dynamic), then re-infer every shape so the shape subgraphs fold to constants."""
-    vi = next(i for i in model.graph.input if i.name == name)
-    have = _dims(vi)
-    if len(wanted) != len(have):
-        raise ModelError(f"--input-shape has {len(wanted)} dims but input '{name}' has rank {len(have)} {have}; "
-                         "give one size per dim in the input's own order, -1 to keep one dynamic")
-    for i, (w, h) in enumerate(zip(wanted, have)):
-        if i == 0 or w is None:
-            continue
-        if isinstance(h, int) and h != w:
-            raise ModelError(f"--input-shape {list(wanted)} disagrees with input '{name}' {have} at dim {i}: "
-                             "only dynamic dims can be pinned")
-        d = vi.type.tensor_type.shape.dim[i]
-        d.Clear()
-        d.dim_value = int(w)
-    del model.graph.value_info[:]
-
-
-def parse_input_shape(text: str) -> list[Optional[int]]:
-    """'1,3,224,224' or '-1,3,224,224' or 'N,224,224,3' -> sizes, None for a dim kept dynamic."""
-    out: list[Optional[int]] = []
-    for k, part in enumerate(str(text).replace("x", ",").split(",")):
-        part = part.strip()
-        if part in ("-1", "?", "N", "n", "batch") or (k == 0 and part.lstrip("-").isdigit()):
-            out.append(None)
-        elif part.isdigit() and int(part) > 0:
-            out.append(int(part))
-        else:
-            raise InputError(f"--input-shape {text!r}: each dim must be a positive size or -1 (keep it dynamic), "
-                             "e.g. 1,3,224,224 or -1,224,224,3")
-    return out
 
 
 def _elem_name(vi: onnx.ValueInfoProto) -> str:
@@ -564,14 +470,13 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None, output_n
     model.ir_version = max(model.ir_version, 4)  # IR 3 (caffe2 zoo) needs initializers among the inputs
     model = _graft(model, _to_target_opset(_skeleton(model)))
     graph = model.graph
-    _name_unknown_dims(graph)
+    from .image_input import explain_after_cast, name_unknown_dims, pin_input_shape
+
+    name_unknown_dims(graph)
     x_info = _pick_input(graph, input_name)
     y_info = _pick_output(graph, output_name)
     pixel_input = None
     if x_info.type.tensor_type.elem_type != TensorProto.FLOAT:
-        if _float_casts(graph, x_info) is None:
-            raise ModelError(f"input '{x_info.name}' is {_elem_name(x_info)}, not float32; onnx-gig explains "
-                             "float32 images, or integer pixels the graph casts to float32 first")
         x_info, pixel_input = explain_after_cast(graph, x_info)
     in_dims = _dims(x_info)
     if input_shape is not None:
