@@ -69,7 +69,25 @@ OP_CASES = {
     "global-average-pool": lambda: single_op("GlobalAveragePool", [1, 2, 8, 8]),
     "reduce-mean-hw": lambda: single_op("ReduceMean", [1, 2, 8, 8], axes=[2, 3], keepdims=0),
     "maxpool-ceil": lambda: single_op("MaxPool", [1, 2, 8, 8], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    "resize-nearest-x2": lambda: resize_case("nearest", "asymmetric", scales=[1, 1, 2, 2], nearest_mode="floor"),
+    "resize-nearest-half-pixel": lambda: resize_case("nearest", "half_pixel", scales=[1, 1, 1.5, 0.5]),
+    "resize-linear-half-pixel": lambda: resize_case("linear", "half_pixel", scales=[1, 1, 2, 0.75]),
+    "resize-linear-pytorch": lambda: resize_case("linear", "pytorch_half_pixel", scales=[1, 1, 0.5, 2]),
+    "resize-linear-to-fixed-size": lambda: resize_case("linear", "align_corners", sizes=[1, 2, 6, 7]),
+    "resize-nearest-to-fixed-size": lambda: resize_case("nearest", "half_pixel", sizes=[1, 2, 9, 4]),
 }
+
+
+def resize_case(mode: str, ctm: str, scales=None, sizes=None, **attrs):
+    """Resize by constant scales, or to constant sizes (an in-graph resize of any image to a fixed size)."""
+    inits = {"roi": np.zeros(0, np.float32), "scales": f32(scales if scales is not None else [])}
+    if sizes is not None:
+        inits["sizes"] = np.asarray(sizes, np.int64)
+    model = single_op("Resize", [1, 2, 8, 8], inputs=(X, "roi", "scales") + (("sizes",) if sizes else ()),
+                      inits=inits, mode=mode, coordinate_transformation_mode=ctm, **attrs)
+    if sizes is not None:  # sizes replace scales (and fix the batch at 1: finite differences run unbatched)
+        model.graph.node[0].input[2] = ""
+    return model
 
 
 @pytest.mark.parametrize("case", sorted(OP_CASES))
@@ -79,7 +97,7 @@ def test_rule_at_run_time_sizes_matches_finite_differences(case):
     for hw in [(7, 9), (8, 5), (11, 10)]:
         shape = (1, 3 if "depthwise" in case else 2) + hw
         x = distinct(rng, shape) if "maxpool" in case else rng.uniform(-1.5, 1.5, size=shape).astype(np.float32)
-        check_against_fd(model, x, eps=1e-2)
+        check_against_fd(model, x, eps=1e-2, batched="fixed-size" not in case)
 
 
 def test_static_strided_conv_keeps_its_static_graph():
