@@ -69,6 +69,8 @@ OP_CASES = {
     "global-average-pool": lambda: single_op("GlobalAveragePool", [1, 2, 8, 8]),
     "reduce-mean-hw": lambda: single_op("ReduceMean", [1, 2, 8, 8], axes=[2, 3], keepdims=0),
     "maxpool-ceil": lambda: single_op("MaxPool", [1, 2, 8, 8], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    "instance-norm": lambda: single_op("InstanceNormalization", [1, 2, 8, 8], inputs=(X, "s", "b"),
+                                       inits={"s": f32([1.5, -0.7]), "b": f32([0.1, 0.2])}),
     "resize-nearest-x2": lambda: resize_case("nearest", "asymmetric", scales=[1, 1, 2, 2], nearest_mode="floor"),
     "resize-nearest-half-pixel": lambda: resize_case("nearest", "half_pixel", scales=[1, 1, 1.5, 0.5]),
     "resize-linear-half-pixel": lambda: resize_case("linear", "half_pixel", scales=[1, 1, 2, 0.75]),
