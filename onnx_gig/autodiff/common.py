@@ -104,12 +104,15 @@ def zeros_like(ctx: GradContext, t: gs.Tensor) -> gs.Tensor:
 def scatter_along(ctx: GradContext, g, axis: int, rank: int, matrix: np.ndarray):
     """g with ``axis`` of size m -> size d: out[..., j, ...] = sum_i matrix[i, j] g[..., i, ...]."""
     e = ctx.e
-    m = matrix if isinstance(matrix, gs.Tensor) else e.const(matrix)  # a tensor: built at run time
+
+    def m():  # a tensor matrix was built at run time (resize.py); a numpy one becomes a constant here
+        return matrix if isinstance(matrix, gs.Tensor) else e.const(matrix)
+
     if axis == rank - 1:
-        return e.op("MatMul", [g, m])
+        return e.op("MatMul", [g, m()])
     perm = list(range(rank))
     perm[axis], perm[-1] = perm[-1], perm[axis]
-    return e.transpose(e.op("MatMul", [e.transpose(g, perm), m]), perm)
+    return e.transpose(e.op("MatMul", [e.transpose(g, perm), m()]), perm)
 
 
 def one_hot(indices: np.ndarray, size: int) -> np.ndarray:
