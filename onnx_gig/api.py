@@ -21,8 +21,9 @@ from .autodiff.builder import unsupported_error
 from .errors import GigError, InputError, ModelError
 from .fileio import atomic_path, check_output
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options, render_figure, save_png, saliency_map
-from .imageio import METADATA_KEY, Preprocess, load_input, make_baseline
+from .imageio import DYNAMIC_SHORT_SIDE, METADATA_KEY, Preprocess, load_input, make_baseline
 from .integrate import META_PREFIX, build_ig_model
+from .image_input import parse_input_shape
 from .loader import check_external_data, load_model, normalise, read_model_proto
 from .precision import precision_note
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
@@ -50,13 +51,57 @@ def default_output(model: str | os.PathLike) -> Path:
     return p.with_name(p.stem + "_gig.onnx")
 
 
-def guess_preprocess(input_shape: Sequence) -> Preprocess:
-    """ImageNet normalisation in the layout the input shape suggests (used when the model carries none)."""
+def guess_preprocess(input_shape: Sequence, pixels: bool = False) -> Preprocess:
+    """ImageNet normalisation in the layout the input shape suggests (used when the model carries none).
+
+    Dynamic height and width: no resize or crop (explain keeps the photo's aspect, its short side at most
+    224). ``pixels``: the graph normalises its own pixels, so the spec only maps photos to 0-255 values, and
+    resizes them to the model's size without ImageNet's 256/224 zoom.
+    """
     dims = list(input_shape)
     nhwc = len(dims) == 4 and dims[-1] in (1, 3) and dims[1] not in (1, 3)
     hw = dims[1:3] if nhwc else dims[2:4]
-    crop = tuple(int(d) for d in hw) if len(hw) == 2 and all(isinstance(d, int) for d in hw) else (224, 224)
-    return Preprocess(layout="NHWC" if nhwc else "NCHW", crop=crop, resize=int(round(crop[0] * 256 / 224)))
+    static = len(hw) == 2 and all(isinstance(d, int) for d in hw)
+    dynamic = len(hw) == 2 and not any(isinstance(d, int) for d in hw)
+    crop = tuple(int(d) for d in hw) if static else (None if dynamic else (224, 224))
+    if pixels:  # resized to the model's size: short side to fit, centre crop
+        return as_pixels(Preprocess(layout="NHWC" if nhwc else "NCHW", crop=crop, resize=min(crop) if crop else None))
+    resize = int(round(crop[0] * 256 / 224)) if crop else None
+    return Preprocess(layout="NHWC" if nhwc else "NCHW", crop=crop, resize=resize)
+
+
+def as_pixels(pp: Preprocess) -> Preprocess:
+    """``pp`` feeding raw 0-255 pixel values (for a graph that casts and normalises them itself)."""
+    return Preprocess(layout=pp.layout, color=pp.color, resize=pp.resize, crop=pp.crop, scale=1.0, mean=(0.0,),
+                      std=(1.0,))
+
+
+def _preprocess_for(fg, given: Preprocess | dict | None) -> tuple[Optional[Preprocess], list[str]]:
+    """The preprocessing to store (None: keep what the model carries) and notes on what was assumed.
+
+    A dict holds the options the user gave (the CLI's --mean, --layout ...), laid over the defaults:
+    ImageNet normalisation, resize 256, no crop; for a graph that normalises its own pixels, raw pixels.
+    """
+    pixels = fg.pixel_input is not None
+    what = (f"input '{fg.pixel_input['name']}' takes {fg.pixel_input['dtype']} pixels and the graph normalises them "
+            f"itself; attributions are with respect to its float pixels '{fg.input_name}' (0-255)") if pixels else ""
+    if isinstance(given, Preprocess):
+        return given, [what] if pixels else []
+    if given is not None:
+        base = as_pixels(Preprocess(layout=guess_preprocess(fg.input_shape).layout)) if pixels else Preprocess()
+        fields = {k: getattr(base, k) for k in ("layout", "color", "resize", "crop", "scale", "mean", "std")}
+        fields.update({k: v for k, v in given.items() if v is not None})
+        return Preprocess(**fields), [what] if pixels else []
+    if METADATA_KEY in fg.metadata:
+        Preprocess.from_json(fg.metadata[METADATA_KEY])  # validate what the model carries
+        return None, [what] if pixels else []
+    guess = guess_preprocess(fg.input_shape, pixels)
+    size = (f"crop {guess.crop[0]}x{guess.crop[1]}" if guess.crop else
+            f"photos keep their aspect, short side at most {DYNAMIC_SHORT_SIDE} (dynamic height and width)")
+    if pixels:
+        return guess, [what + f"; explain feeds it photos as pixel values, {guess.layout}, {size}"]
+    return guess, [f"the model carries no preprocessing; assuming ImageNet normalisation, {guess.layout}, "
+                   f"{size} (set it with --mean/--std/--scale/--layout)"]
 
 
 @dataclass
@@ -74,12 +119,15 @@ class ConvertResult:
 
 def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, method: str = "gnl-ig",
             input_name: Optional[str] = None, output_name: Optional[str] = None,
-            preprocess: Optional[Preprocess] = None, labels: Optional[Sequence[str]] = None,
-            overwrite: bool = True, fp16: bool = False) -> ConvertResult:
+            preprocess: Preprocess | dict | None = None, labels: Optional[Sequence[str]] = None,
+            overwrite: bool = True, input_shape: Optional[Sequence[Optional[int]] | str] = None,
+            fp16: bool = False) -> ConvertResult:
     """Write the IG model of ``model`` (default: beside it, named *_gig.onnx); never overwrites the input.
 
-    An existing output is replaced only when ``overwrite`` (the CLI passes ``--force``). ``fp16`` builds the
-    IG graph in float16 (for the CUDA provider); by default it is float32, float16 models included.
+    An existing output is replaced only when ``overwrite`` (the CLI passes ``--force``). ``preprocess`` is a
+    full spec, or a dict of the fields to change from the defaults. ``input_shape`` (``[None, 3, 224, 224]``
+    or ``"-1,3,224,224"``, in the input's own layout) pins dynamic sizes; the batch stays dynamic. ``fp16``
+    builds the IG graph in float16 (for the CUDA provider); by default it is float32, float16 models included.
     """
     t0 = time.perf_counter()
     src = Path(model)
@@ -92,18 +140,15 @@ def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, m
     if output_name is None:
         _refuse_ambiguous_outputs(proto)
     notes: list[str] = [n for n in [precision_note(proto)] if n]
-    fg = normalise(proto, input_name, output_name)
+    if isinstance(input_shape, str):
+        input_shape = parse_input_shape(input_shape)
+    fg = normalise(proto, input_name, output_name, input_shape)
     _check_supported(fg, rules)
     meta: dict[str, str] = {}
-    if preprocess is not None:
-        meta[METADATA_KEY] = preprocess.to_json()
-    elif METADATA_KEY not in fg.metadata:
-        guess = guess_preprocess(fg.input_shape)
-        meta[METADATA_KEY] = guess.to_json()
-        notes.append(f"the model carries no preprocessing; assuming ImageNet normalisation, {guess.layout}, "
-                     f"crop {guess.crop[0]}x{guess.crop[1]} (set it with --mean/--std/--scale/--layout)")
-    else:
-        Preprocess.from_json(fg.metadata[METADATA_KEY])  # validate what the model carries
+    pp, pp_notes = _preprocess_for(fg, preprocess)
+    notes += pp_notes
+    if pp is not None:
+        meta[METADATA_KEY] = pp.to_json()
     if labels is not None:
         labels = list(labels)
         if fg.num_classes is not None and len(labels) != fg.num_classes:
@@ -261,8 +306,9 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     else:
         gm, (meta, input_shape) = None, _peek_gig_model(model_path)
     pp_json = meta.get(META_PREFIX + "preprocess")
-    pp = Preprocess.from_json(pp_json) if pp_json else guess_preprocess(input_shape)
-    x, photo = load_input(image, pp, input_shape)
+    pixels = json.loads(meta.get(META_PREFIX + "pixel_input", "null"))
+    pp = Preprocess.from_json(pp_json) if pp_json else guess_preprocess(input_shape, pixels is not None)
+    x, photo = load_input(image, pp, input_shape, pixels=pixels["dtype"] if pixels else None)
     b = make_baseline(baseline, x, photo, pp)
     nc = meta.get(META_PREFIX + "num_classes", "")
     if target is not None:
@@ -270,7 +316,7 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
 
     if gm is None:
         gm = GigModel(model_path, device=device, max_memory=budget, threads=threads)
-    warn_if_tight(gm)
+    warn_if_tight(gm, x.size)
     ex = run_explain(gm, x, b, target, steps, rule, progress=progress)
     attr = ex.attributions[0]
     bad = int(np.size(attr) - np.count_nonzero(np.isfinite(attr)))
@@ -298,11 +344,13 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     return result
 
 
-def warn_if_tight(gm: GigModel) -> None:
-    """Warn (once per call) when the memory budget cannot hold even one integration step."""
-    if gm.max_memory < gm.bytes_per_step:
+def warn_if_tight(gm: GigModel, pixels: Optional[int] = None) -> None:
+    """Warn (once per call) when the memory budget cannot hold even one integration step (of an image of
+    ``pixels`` elements, for models with dynamic sizes)."""
+    need = gm.step_bytes(pixels)
+    if gm.max_memory < need:
         warnings.warn(f"the memory budget ({_size(gm.max_memory)}) is smaller than one integration step needs "
-                      f"(about {_size(gm.bytes_per_step)}); running one step at a time, which needs more than "
+                      f"(about {_size(need)}); running one step at a time, which needs more than "
                       "the budget", stacklevel=3)
 
 

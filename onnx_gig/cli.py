@@ -59,9 +59,18 @@ def _one_line_warnings(debug: bool) -> None:
     warnings.showwarning = show
 
 
+def _attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--input-shape -1,3,224,224`` -> ``--input-shape=-1,3,224,224`` (argparse reads -1,... as an option)."""
+    out = list(argv)
+    for i in range(len(out) - 2, -1, -1):
+        if out[i] == "--input-shape" and out[i + 1].startswith("-") and out[i + 1][1:2].isdigit():
+            out[i:i + 2] = [f"{out[i]}={out[i + 1]}"]
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser, handlers = build_parser()
-    a = parser.parse_args(argv)
+    a = parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else argv))
     if not a.command:
         parser.print_help()
         return 2

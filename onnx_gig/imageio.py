@@ -216,10 +216,20 @@ def _wide_gray_to_rgb(img: Image.Image) -> Image.Image:
 # --------------------------------------------------------------------------- photo -> tensor
 
 
-def prepare_image(img: Image.Image, pp: Preprocess, size: tuple[int, int]) -> tuple[np.ndarray, Image.Image]:
-    """Resize, centre-crop and normalise a photo; return (tensor without batch dim, cropped RGB photo)."""
-    crop = pp.crop or (int(size[0]), int(size[1]))
+DYNAMIC_SHORT_SIDE = 224  # a model with dynamic height/width and no resize in its spec sees photos at most this small
+
+
+def prepare_image(img: Image.Image, pp: Preprocess, size: tuple[int, int] | None) -> tuple[np.ndarray, Image.Image]:
+    """Resize, centre-crop and normalise a photo; return (tensor without batch dim, cropped RGB photo).
+
+    ``size`` None (a model with dynamic height and width, no crop in its spec): the photo keeps its aspect,
+    its short side resized to ``pp.resize``, or kept but at most ``DYNAMIC_SHORT_SIDE`` when that is unset.
+    """
     img = to_rgb(img)
+    if size is None and pp.crop is None:
+        seen = _fit_short_side(img, pp.resize)
+        return pp.to_layout(pp.normalize(np.asarray(seen, dtype=np.uint8))), seen
+    crop = pp.crop or (int(size[0]), int(size[1]))
     resized = _resize_for_crop(img, pp.resize, crop)
     seen = center_crop(resized, crop)
     x = pp.to_layout(pp.normalize(np.asarray(seen, dtype=np.uint8)))
@@ -242,6 +252,15 @@ def _resize_for_crop(img: Image.Image, resize: int | None, crop: tuple[int, int]
     return img.resize((new_w, new_h), Image.Resampling.BILINEAR)
 
 
+def _fit_short_side(img: Image.Image, resize: int | None) -> Image.Image:
+    """The photo with its short side at ``resize`` (or, unset, at most ``DYNAMIC_SHORT_SIDE``), aspect kept."""
+    w, h = img.size
+    side = resize if resize is not None else min(DYNAMIC_SHORT_SIDE, w, h)
+    r = side / min(w, h)
+    new = (max(1, int(round(w * r))), max(1, int(round(h * r))))
+    return img if new == (w, h) else img.resize(new, Image.Resampling.BILINEAR)
+
+
 def center_crop(img: Image.Image, crop: tuple[int, int]) -> Image.Image:
     """Cut the central (H, W) window, placed as torchvision's CenterCrop does."""
     ch, cw = crop
@@ -254,14 +273,21 @@ def center_crop(img: Image.Image, crop: tuple[int, int]) -> Image.Image:
 
 
 def load_input(
-    path: str | os.PathLike, pp: Preprocess, input_shape: Sequence[Any]
+    path: str | os.PathLike, pp: Preprocess, input_shape: Sequence[Any], pixels: str | None = None
 ) -> tuple[np.ndarray, Image.Image | None]:
-    """Load a photo or a preprocessed .npy as a model input without batch dim, plus a drawable photo."""
+    """Load a photo or a preprocessed .npy as a model input without batch dim, plus a drawable photo.
+
+    ``pixels`` names the integer dtype of a model whose graph casts and normalises its pixels itself: a .npy
+    in that dtype (or float pixel values) is then accepted as is.
+    """
     if str(path).lower().endswith(".npy"):
-        x = load_npy_tensor(path, input_shape, what="input")
+        x = load_npy_tensor(path, input_shape, what="input", int_ok=pixels is not None)
         return x, _drawable(x, pp)
-    h, w = _image_size(pp, input_shape)
+    size = _image_size(pp, input_shape)
     img = load_image(path)
+    if size is None:
+        return prepare_image(img, pp, None)
+    h, w = size
     if img.width * 4 < w or img.height * 4 < h:
         warnings.warn(f"{path} is only {img.width}x{img.height} pixels; it is enlarged to the model's {w}x{h}, "
                       "so the map shows little detail", stacklevel=2)
@@ -276,8 +302,9 @@ def _static(d: Any) -> int | None:
     return None
 
 
-def _image_size(pp: Preprocess, input_shape: Sequence[Any]) -> tuple[int, int]:
-    """Work out the (H, W) an image must be cropped to, from the model's static dims or pp.crop."""
+def _image_size(pp: Preprocess, input_shape: Sequence[Any]) -> tuple[int, int] | None:
+    """Work out the (H, W) an image must be cropped to, from the model's static dims or pp.crop; None when
+    both height and width are dynamic and the spec has no crop (the photo keeps its aspect)."""
     shape = list(input_shape)
     if len(shape) != 4:
         raise InputError(f"model input has rank {len(shape)} (shape {shape}); images need a 4-D input, pass a .npy tensor instead")
@@ -289,14 +316,18 @@ def _image_size(pp: Preprocess, input_shape: Sequence[Any]) -> tuple[int, int]:
         if (h is not None and h != pp.crop[0]) or (w is not None and w != pp.crop[1]):
             raise InputError(f"preprocess crop {list(pp.crop)} does not match the model input {shape} ({pp.layout})")
         return pp.crop
+    if h is None and w is None:
+        return None
     if h is None or w is None:
-        raise InputError(f"model input {shape} has dynamic height/width; set crop [H, W] in the preprocess spec")
+        raise InputError(f"model input {shape} has one dynamic and one static side; set crop [H, W] in the "
+                         "preprocess spec (convert --input-shape can pin the other)")
     return h, w
 
 
-def load_npy_tensor(path: str | os.PathLike, shape: Sequence[Any], what: str) -> np.ndarray:
-    """Load a float .npy, check it against ``shape`` (batch dim first), and return it without batch dim."""
-    arr = _read_npy(path, what)
+def load_npy_tensor(path: str | os.PathLike, shape: Sequence[Any], what: str, int_ok: bool = False) -> np.ndarray:
+    """Load a float .npy (integer too when ``int_ok``), check it against ``shape`` (batch dim first), and
+    return it as float32 without batch dim."""
+    arr = _read_npy(path, what, int_ok)
     want = list(shape)
     if arr.ndim == len(want):
         if arr.shape[0] != 1:
@@ -310,24 +341,25 @@ def load_npy_tensor(path: str | os.PathLike, shape: Sequence[Any], what: str) ->
     return _finite_float32(arr, path, what)
 
 
-def _read_npy(path: str | os.PathLike, what: str) -> np.ndarray:
+def _read_npy(path: str | os.PathLike, what: str, int_ok: bool = False) -> np.ndarray:
     """Read a .npy file without pickles, turning failures into one InputError line."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} {p}: file not found")
-    _check_npy_header(p, what)
+    kinds = "fiu" if int_ok else "f"
+    _check_npy_header(p, what, kinds)
     try:
         arr = np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise InputError(f"{what} {p}: not a readable .npy array ({e})") from None
     if not isinstance(arr, np.ndarray):
         raise InputError(f"{what} {p}: expected one array in .npy format")
-    if arr.dtype.kind != "f":
+    if arr.dtype.kind not in kinds:
         raise InputError(f"{what} {p}: expected a float array of a preprocessed tensor, got {arr.dtype} (save raw photos as PNG instead)")
     return arr
 
 
-def _check_npy_header(p: Path, what: str) -> None:
+def _check_npy_header(p: Path, what: str, kinds: str = "f") -> None:
     """Read only the header: a shape the file cannot hold (a memory bomb) or a non-float dtype stops here."""
     try:
         with open(p, "rb") as f:
@@ -341,7 +373,7 @@ def _check_npy_header(p: Path, what: str) -> None:
             offset = f.tell()
     except (ValueError, OSError, EOFError, SyntaxError) as e:
         raise InputError(f"{what} {p}: not a readable .npy array ({_one_line(e)})") from None
-    if dtype.kind != "f":
+    if dtype.kind not in kinds:
         raise InputError(f"{what} {p}: expected a float array of a preprocessed tensor, got {dtype} "
                          "(save raw photos as PNG instead)")
     need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize

@@ -4,7 +4,8 @@ Every image times every integration step runs as one batch through a copy of the
 graph and its backward graph. The schedule, baseline and target are model inputs with
 defaults, so a server can send only the image. Contract (also in the README):
 
-inputs   <image input> [N, ...]           the model's own image input, unchanged
+inputs   <image input> [N, ...]           the model's own image input, unchanged (sizes dynamic if they were;
+                                          an integer input's float32 Cast output, named <input>_float)
          baseline      broadcastable to the image, default zeros (model-input space)
          alphas        [K] path positions, default 50 Gauss-Legendre nodes
          step_weights  [K] quadrature weights, default the Gauss-Legendre weights
@@ -27,8 +28,9 @@ from onnx import numpy_helper
 from . import __version__
 from .autodiff import RuleSet, build_gradient
 from .autodiff.emit import Emitter
-from .errors import ModelError
-from .loader import ForwardGraph
+from .errors import GigError, ModelError
+from .image_input import pin_input_shape
+from .loader import ForwardGraph, _dims, _skeleton, infer_shapes
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
 
 INPUTS = ("baseline", "alphas", "step_weights", "target")
@@ -85,7 +87,7 @@ def _row_bytes(t: gs.Tensor) -> int:
     return int(np.prod(dims)) * np.dtype(t.dtype).itemsize if all(isinstance(d, int) for d in dims) else 0
 
 
-def memory_per_row(path: list[gs.Node], backward: list[gs.Node]) -> int:
+def memory_per_row(path: list[gs.Node], backward: list[gs.Node], row_bytes=_row_bytes) -> int:
     """Estimated peak bytes one batch row (one image at one step) adds to a run.
 
     What stays alive until the backward pass reads it (the forward tensors that backward nodes take:
@@ -94,10 +96,54 @@ def memory_per_row(path: list[gs.Node], backward: list[gs.Node]) -> int:
     peak RSS on CPU (MobileNetV2, ResNet-50, VGG-16: measured 45, 64 and 129 MB per row; this gives
     63, 87 and 140 MB).
     """
-    produced = {o.name: _row_bytes(o) for n in path for o in n.outputs}
+    produced = {o.name: row_bytes(o) for n in path for o in n.outputs}
     saved = {i.name for n in backward for i in n.inputs if i.name in produced}
     largest = max(produced.values(), default=0)
     return 2 * sum(produced[k] for k in saved) + 3 * largest
+
+
+NOMINAL_SIZE = 224  # the size a dynamic image dim takes in the memory estimate (runtime.py rescales it)
+
+
+def nominal_row_bytes(fg: ForwardGraph, prefix: str):
+    """``_row_bytes`` at a nominal image size, for a forward graph with dynamic image dims.
+
+    Every dynamic dim of the image input but the batch takes ``NOMINAL_SIZE`` and shapes are inferred on a
+    weightless copy; returns (tensor -> bytes of one row, for tensors named ``prefix`` + forward name,
+    and the image's element count per row at that size). The runtime scales the estimate by the ratio of
+    the real image's element count to this one.
+    """
+    sk = _skeleton(fg.model)
+    pin_input_shape(sk, fg.input_name, [None] + [None if isinstance(d, int) else NOMINAL_SIZE
+                                                 for d in fg.input_shape[1:]])
+    try:
+        sk = infer_shapes(sk)
+    except GigError:  # no estimate at the nominal size: the caller falls back to the static tensors'
+        return _row_bytes, 0
+    sizes: dict[str, int] = {}
+    for vi in list(sk.graph.value_info) + list(sk.graph.output):
+        dims, kind = _dims(vi)[1:], vi.type.tensor_type.elem_type
+        if all(isinstance(d, int) for d in dims) and kind in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                                                                onnx.TensorProto.FLOAT16):
+            item = onnx.helper.tensor_dtype_to_np_dtype(kind).itemsize
+            sizes[prefix + vi.name] = int(np.prod(dims, dtype=np.int64)) * item
+    pixels = int(np.prod([d if isinstance(d, int) else NOMINAL_SIZE for d in fg.input_shape[1:]], dtype=np.int64))
+    return (lambda t: sizes.get(t.name, 0)), pixels
+
+
+def user_error(exc: GigError, fg: ForwardGraph, prefixes: tuple[str, ...]) -> GigError:
+    """A rule's error reworded for the user's model: node and tensor names without the copies' prefixes,
+    and, where the rule wanted sizes the input leaves dynamic, the way out (--input-shape)."""
+    text = str(exc)
+    for p in prefixes:
+        text = text.replace(p, "")
+    text = text.replace("'NK'", "'N'")  # the path copy's batch (images x steps) is the user's batch
+    if fg.dynamic_dims and "static" in text:
+        example = ",".join(["1"] + [str(d) if isinstance(d, int) else str(NOMINAL_SIZE) for d in fg.input_shape[1:]])
+        shown = "[" + ", ".join(str(d) if d is not None else "?" for d in fg.input_shape) + "]"
+        text += (f"; input '{fg.input_name}' has dynamic sizes {shown}: pin them when converting, "
+                 f"e.g. --input-shape {example}")
+    return type(exc)(text)
 
 
 # ops onnxruntime's NCHWc transformer keeps in the blocked layout when their inputs are blocked
@@ -226,9 +272,17 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     # onnxruntime can prove forward and backward tensors have one shape and keep both in its NCHWc layout
     seed.dtype, seed.shape = F32, list(score_p.shape) if score_p.shape is not None else None
     first_backward = len(g.nodes)
-    grad = build_gradient(path_nodes, {"score": (score_p, seed)}, path_flat, rules, e)
+    try:
+        grad = build_gradient(path_nodes, {"score": (score_p, seed)}, path_flat, rules, e)
+    except GigError as exc:
+        raise user_error(exc, fg, ("gig/path/", "gig/baseline/")) from None
     backward = list(g.nodes[first_backward:])
-    bytes_per_row = memory_per_row(path_nodes, backward)
+    nominal_pixels = 0
+    if fg.dynamic_dims:
+        row_bytes, nominal_pixels = nominal_row_bytes(fg, "gig/path/")
+        bytes_per_row = memory_per_row(path_nodes, backward, row_bytes)
+    else:
+        bytes_per_row = memory_per_row(path_nodes, backward)
     if not fp16:
         keep_blocked_layout(backward, e)
 
@@ -266,6 +320,8 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
         META_PREFIX + "model_outputs": json.dumps(fg.output_names),
         META_PREFIX + "num_classes": str(fg.num_classes or ""),
         META_PREFIX + "bytes_per_step": str(bytes_per_row or 3 * _activation_bytes_per_row(forward)),
+        **({META_PREFIX + "bytes_per_step_pixels": str(nominal_pixels)} if nominal_pixels else {}),
+        **({META_PREFIX + "pixel_input": json.dumps(fg.pixel_input)} if fg.pixel_input else {}),
         META_PREFIX + "defaults": json.dumps({"steps": DEFAULT_STEPS, "rule": DEFAULT_RULE, "baseline": "zeros"}),
     })
     onnx.helper.set_model_props(model, meta)

@@ -11,7 +11,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import onnx
@@ -36,6 +36,12 @@ class ForwardGraph:
     input_shape: list
     num_classes: Optional[int]
     metadata: dict[str, str] = field(default_factory=dict)
+    pixel_input: Optional[dict] = None  # {"name", "dtype"} of the integer input the explained floats are cast from
+
+    @property
+    def dynamic_dims(self) -> list[int]:
+        """Indices of the image input's dims other than the batch that are not static."""
+        return [i for i, d in enumerate(self.input_shape) if i > 0 and not isinstance(d, int)]
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -194,7 +200,10 @@ def _pick_input(graph: onnx.GraphProto, wanted: Optional[str]) -> onnx.ValueInfo
             if i.name == wanted:
                 return i
         raise ModelError(f"the model has no input '{wanted}'; its inputs are: {', '.join(i.name for i in inputs)}")
-    images = [i for i in inputs if i.type.tensor_type.elem_type == TensorProto.FLOAT and len(_dims(i)) >= 3]
+    from .image_input import float_casts
+
+    images = [i for i in inputs if len(_dims(i)) >= 3 and (i.type.tensor_type.elem_type == TensorProto.FLOAT
+                                                          or float_casts(graph, i) is not None)]
     if len(inputs) == 1 and images:
         return inputs[0]
     if len(images) == 1 and len(inputs) == 1:
@@ -202,8 +211,8 @@ def _pick_input(graph: onnx.GraphProto, wanted: Optional[str]) -> onnx.ValueInfo
     if not images:
         raise ModelError("found no float32 image input of rank 3 or more (inputs: "
                          + (", ".join(f"{i.name}{_dims(i)} {_elem_name(i)}" for i in inputs) or "none")
-                         + "); onnx-gig explains classifiers that take a float32 image tensor: "
-                           "export the model with one")
+                         + "); onnx-gig explains classifiers that take a float32 image tensor, or integer pixels "
+                           "cast to float32 by the graph's first node: export the model with one")
     raise ModelError("the model has several inputs (" + ", ".join(f"{i.name}{_dims(i)}" for i in inputs)
                      + "); name the image input with --input NAME")
 
@@ -443,9 +452,13 @@ def _as_float32(model: onnx.ModelProto) -> None:
     dequantize_qdq(model)
 
 
-def normalise(model: onnx.ModelProto, input_name: Optional[str] = None,
-              output_name: Optional[str] = None) -> ForwardGraph:
-    """Return the model as a :class:`ForwardGraph` ready for the backward builder."""
+def normalise(model: onnx.ModelProto, input_name: Optional[str] = None, output_name: Optional[str] = None,
+              input_shape: Optional[Sequence[Optional[int]]] = None) -> ForwardGraph:
+    """Return the model as a :class:`ForwardGraph` ready for the backward builder.
+
+    ``input_shape`` pins the image input's dynamic sizes (``None`` entries stay dynamic; the batch always
+    does). An integer image input cast to float32 is replaced by the float pixels (see ``explain_after_cast``).
+    """
     metadata = {p.key: p.value for p in model.metadata_props}
     model = onnx.ModelProto.FromString(model.SerializeToString())
     _as_float32(model)
@@ -457,11 +470,19 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None,
     model.ir_version = max(model.ir_version, 4)  # IR 3 (caffe2 zoo) needs initializers among the inputs
     model = _graft(model, _to_target_opset(_skeleton(model)))
     graph = model.graph
+    from .image_input import explain_after_cast, name_unknown_dims, pin_input_shape
+
+    name_unknown_dims(graph)
     x_info = _pick_input(graph, input_name)
     y_info = _pick_output(graph, output_name)
+    pixel_input = None
     if x_info.type.tensor_type.elem_type != TensorProto.FLOAT:
-        raise ModelError(f"input '{x_info.name}' is not float32; only float32 models are supported")
+        x_info, pixel_input = explain_after_cast(graph, x_info)
     in_dims = _dims(x_info)
+    if input_shape is not None:
+        pin_input_shape(model, x_info.name, input_shape)
+        model = infer_shapes(model)
+        x_info = next(i for i in model.graph.input if i.name == x_info.name)
     batch = in_dims[0] if in_dims else None
     output_names = [o.name for o in graph.output]
 
@@ -493,4 +514,5 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None,
     num_classes = int(np.prod(classes)) if classes and all(isinstance(d, int) for d in classes) else None
     del model.metadata_props[:]
     return ForwardGraph(model=model, input_name=x_info.name, score_name=score, output_names=output_names,
-                        input_shape=shapes.get(x_info.name, in_dims), num_classes=num_classes, metadata=metadata)
+                        input_shape=shapes.get(x_info.name, in_dims), num_classes=num_classes, metadata=metadata,
+                        pixel_input=pixel_input)

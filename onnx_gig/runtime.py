@@ -207,6 +207,8 @@ class GigModel:
         nc = self.metadata.get(META_PREFIX + "num_classes", "")
         self.num_classes: Optional[int] = int(nc) if nc else None
         self.bytes_per_step = max(1, int(self.metadata.get(META_PREFIX + "bytes_per_step", "0") or 0))
+        # a dynamic-size model's estimate holds for an image of this many elements (integrate.NOMINAL_SIZE)
+        self.nominal_pixels = int(self.metadata.get(META_PREFIX + "bytes_per_step_pixels", "0") or 0)
         self.max_memory = parse_memory(max_memory) or default_max_memory()
         self.session = make_session(self.path, device, threads)
         self.provider = self.session.get_providers()[0]
@@ -232,7 +234,14 @@ class GigModel:
     def preprocess_json(self) -> Optional[str]:
         return self.metadata.get(META_PREFIX + "preprocess")
 
-    def rows_per_run(self) -> int:
+    def step_bytes(self, pixels: Optional[int] = None) -> int:
+        """``bytes_per_step`` for one image of ``pixels`` elements: activations grow with the image's area,
+        so a dynamic-size model's estimate (made at a nominal size) is scaled by the ratio."""
+        if not self.nominal_pixels or not pixels:
+            return self.bytes_per_step
+        return max(1, int(self.bytes_per_step * (int(pixels) / self.nominal_pixels)))
+
+    def rows_per_run(self, pixels: Optional[int] = None) -> int:
         """Batch rows (images x steps) one run may hold under the memory budget.
 
         The budget covers the whole process: what is resident once the session exists (weights, their
@@ -240,11 +249,12 @@ class GigModel:
         model's ``bytes_per_step`` (activation memory of one row, calibrated against peak RSS).
         """
         free = self.max_memory - self._resident_base
-        return int(max(1, free // self.bytes_per_step))
+        return int(max(1, free // self.step_bytes(pixels)))
 
-    def plan(self, n_images: int, n_steps: int, internal_batch_size: Optional[int] = None) -> "ChunkPlan":
+    def plan(self, n_images: int, n_steps: int, internal_batch_size: Optional[int] = None,
+             pixels: Optional[int] = None) -> "ChunkPlan":
         """How ``n_images`` x ``n_steps`` rows split into runs: whole images' steps first, balanced chunks."""
-        rows = int(internal_batch_size) if internal_batch_size else self.rows_per_run()
+        rows = int(internal_batch_size) if internal_batch_size else self.rows_per_run(pixels)
         per = max(1, min(n_steps, rows))
         group = max(1, min(n_images, rows // per))
         per = -(-n_steps // -(-n_steps // per))  # the same number of chunks, sizes balanced
@@ -310,7 +320,7 @@ class GigModel:
         b = self._baselines(baselines, x)
         t = self._targets(target, x.shape[0])
         alphas, weights = schedule(n_steps, method)
-        plan = self.plan(x.shape[0], n_steps, internal_batch_size)
+        plan = self.plan(x.shape[0], n_steps, internal_batch_size, pixels=int(np.prod(x.shape[1:])))
         bar = _progress(len(plan.chunks), progress, f"{self.method} {n_steps} steps")
         run = self._run_bound if self.io_binding else self._run_feeds
         attr, extra = run(x, b, t, alphas.astype(np.float32), weights.astype(np.float32), plan, bar)

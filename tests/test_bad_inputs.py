@@ -107,7 +107,7 @@ def _model(nodes, inputs, outputs, inits, opset: int = 17) -> onnx.ModelProto:
 
 
 def tiny_classifier(act: str = "Relu", scale: float = 1.0, two_outputs: bool = False, two_inputs: bool = False,
-                    in_type: int = T.FLOAT, rank2: bool = False) -> onnx.ModelProto:
+                    in_type: int = T.FLOAT, rank2: bool = False, cast_to: int = T.FLOAT) -> onnx.ModelProto:
     """x[N,3,8,8] -> Conv -> act -> GlobalAveragePool -> Flatten -> Gemm -> logits[N,5] (variants for bad cases)."""
     rng = np.random.default_rng(0)
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
@@ -121,7 +121,7 @@ def tiny_classifier(act: str = "Relu", scale: float = 1.0, two_outputs: bool = F
         nodes.append(oh.make_node("Reshape", ["x", "shape"], ["x4"]))
         x = "x4"
     if in_type != T.FLOAT:
-        nodes.append(oh.make_node("Cast", [x], ["xf"], to=T.FLOAT))
+        nodes.append(oh.make_node("Cast", [x], ["xf"], to=cast_to))
         x = "xf"
     if two_inputs:
         inputs.append(oh.make_tensor_value_info("y", T.FLOAT, ["N", 3, 8, 8]))
@@ -175,7 +175,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     save("round", tiny_classifier(act="Round"))  # Round: piecewise constant, no rule
     save("two_outputs", tiny_classifier(two_outputs=True))
     save("two_inputs", tiny_classifier(two_inputs=True))
-    save("uint8_input", tiny_classifier(in_type=T.UINT8))
+    save("uint8_input", tiny_classifier(in_type=T.UINT8, cast_to=T.DOUBLE))  # uint8 cast to float32 is explained
     save("tabular_input", tiny_classifier(rank2=True))
     save("overflow", tiny_classifier(scale=1e25))
     good = out["good"].read_bytes()

@@ -311,13 +311,20 @@ def test_load_input_image(tmp_path: Path) -> None:
     assert x.shape == (8, 6, 3) and photo.size == (6, 8)
 
 
-def test_load_input_dynamic_dims_need_crop(tmp_path: Path) -> None:
-    path = save(tmp_path, "i.png", solid((1, 2, 3), (40, 30)))
-    with pytest.raises(InputError) as e:
-        load_input(path, Preprocess(), ["N", 3, None, None])
-    assert "crop" in single_line(e)
+def test_load_input_dynamic_dims_keep_the_photos_aspect(tmp_path: Path) -> None:
+    path = save(tmp_path, "i.png", solid((1, 2, 3), (400, 300)))  # 400 wide, 300 high
+    x, photo = load_input(path, Preprocess(resize=None), ["N", 3, None, None])
+    assert x.shape == (3, 224, 299) and photo.size == (299, 224)  # short side at most 224
+    x, _ = load_input(path, Preprocess(resize=64), ["N", 3, None, None])
+    assert x.shape == (3, 64, 85)  # the spec's resize, no crop
+    small = save(tmp_path, "s.png", solid((1, 2, 3), (40, 30)))
+    x, _ = load_input(small, Preprocess(resize=None), ["N", 3, None, None])
+    assert x.shape == (3, 30, 40)  # small photos keep their size
     x, _ = load_input(path, Preprocess(crop=(16, 24)), ["N", 3, None, None])
     assert x.shape == (3, 16, 24)
+    with pytest.raises(InputError) as e:
+        load_input(path, Preprocess(), ["N", 3, 32, None])  # one side static, one dynamic: a crop decides
+    assert "crop" in single_line(e)
 
 
 def test_load_input_crop_conflicting_with_model(tmp_path: Path) -> None:

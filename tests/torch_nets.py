@@ -135,3 +135,109 @@ def export(model: nn.Module, example: torch.Tensor) -> bytes:
     torch.onnx.export(model, example, buf, dynamo=False, opset_version=17, input_names=["image"],
                       output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
     return buf.getvalue()
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, c: int, r: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.relu = nn.Conv2d(c, r, 1), nn.Conv2d(r, c, 1), nn.ReLU()
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * F.hardsigmoid(self.fc2(self.relu(self.fc1(s))))
+
+
+class _InvertedResidual(nn.Module):
+    """1x1 expand, depthwise kxk (stride 1 or 2), optional squeeze-excite, 1x1 project; residual at stride 1."""
+
+    def __init__(self, cin: int, exp: int, cout: int, k: int, stride: int, se: bool, act) -> None:
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(cin, exp, 1, bias=False), nn.BatchNorm2d(exp))
+        self.dw = nn.Sequential(nn.Conv2d(exp, exp, k, stride, k // 2, groups=exp, bias=False), nn.BatchNorm2d(exp))
+        self.se = _SqueezeExcite(exp, max(4, exp // 4)) if se else nn.Identity()
+        self.project = nn.Sequential(nn.Conv2d(exp, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.act, self.residual = act, stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.project(self.se(self.act(self.dw(self.act(self.expand(x))))))
+        return x + y if self.residual else y
+
+
+class MobileNetV3Style(nn.Module):
+    """A small MobileNetV3: hardswish stem, inverted residuals with SE (hardsigmoid gates), depthwise
+    stride-2 convolutions (3x3 and 5x5), global average pooling and a hardswish Linear head. Fully
+    convolutional up to the pooling, so it takes any image size of 16 pixels or more."""
+
+    def __init__(self, classes: int = 7) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.Hardswish())
+        self.blocks = nn.Sequential(
+            _InvertedResidual(8, 8, 8, 3, 2, True, nn.ReLU()),
+            _InvertedResidual(8, 24, 12, 3, 2, False, nn.ReLU()),
+            _InvertedResidual(12, 32, 12, 3, 1, False, nn.ReLU()),
+            _InvertedResidual(12, 48, 16, 5, 2, True, nn.Hardswish()),
+            _InvertedResidual(16, 48, 16, 5, 1, True, nn.Hardswish()))
+        self.last = nn.Sequential(nn.Conv2d(16, 48, 1, bias=False), nn.BatchNorm2d(48), nn.Hardswish())
+        self.head = nn.Sequential(nn.Linear(48, 32), nn.Hardswish(), nn.Linear(32, classes))
+
+    def forward(self, x):
+        y = self.last(self.blocks(self.stem(x)))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+
+def seeded_mobilenet_v3(seed: int = 0) -> MobileNetV3Style:
+    """Random weights (scaled up: default init leaves this deep a net with gradients near 1e-8) and
+    non-trivial batch-norm statistics, in eval mode."""
+    torch.manual_seed(seed)
+    m = MobileNetV3Style()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.ndim > 1:
+                p.mul_(2.5)
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.weight.uniform_(0.7, 1.3)
+                mod.bias.uniform_(-0.2, 0.2)
+    return m.eval()
+
+
+def export_dynamic(model: nn.Module, example: torch.Tensor, dims: dict[int, str]) -> bytes:
+    """Legacy exporter, opset 17, with the input's (and batch of the output's) ``dims`` dynamic."""
+    buf = io.BytesIO()
+    torch.onnx.export(model, example, buf, dynamo=False, opset_version=17, input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": dims, "logits": {0: dims.get(0, "batch")}})
+    return buf.getvalue()
+
+
+class PixelClassifier(nn.Module):
+    """uint8 NHWC pixels in; Cast, /255, ImageNet mean/std and the NHWC -> NCHW transpose inside the graph
+    (the shape of TensorFlow, Keras and mobile exports), then a small CNN. ``pixels`` runs the part after
+    the Cast, on float pixels: the function onnx-gig explains."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, 2, 1)
+        self.conv2 = nn.Conv2d(8, 12, 3, 1, 1)
+        self.fc = nn.Linear(12, classes)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def pixels(self, x):
+        x = (x.permute(0, 3, 1, 2) / 255.0 - self.mean) / self.std
+        y = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        y = F.relu6(self.conv2(y))
+        return self.fc(y.mean(dim=(2, 3)))
+
+    def forward(self, x):
+        return self.pixels(x.to(torch.float32))
+
+
+def seeded_pixel_classifier(seed: int = 0) -> PixelClassifier:
+    torch.manual_seed(seed)
+    m = PixelClassifier()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(2.0)
+    return m.eval()

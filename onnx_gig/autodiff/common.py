@@ -104,11 +104,15 @@ def zeros_like(ctx: GradContext, t: gs.Tensor) -> gs.Tensor:
 def scatter_along(ctx: GradContext, g, axis: int, rank: int, matrix: np.ndarray):
     """g with ``axis`` of size m -> size d: out[..., j, ...] = sum_i matrix[i, j] g[..., i, ...]."""
     e = ctx.e
+
+    def m():  # a tensor matrix was built at run time (resize.py); a numpy one becomes a constant here
+        return matrix if isinstance(matrix, gs.Tensor) else e.const(matrix)
+
     if axis == rank - 1:
-        return e.op("MatMul", [g, e.const(matrix)])
+        return e.op("MatMul", [g, m()])
     perm = list(range(rank))
     perm[axis], perm[-1] = perm[-1], perm[axis]
-    return e.transpose(e.op("MatMul", [e.transpose(g, perm), e.const(matrix)]), perm)
+    return e.transpose(e.op("MatMul", [e.transpose(g, perm), m()]), perm)
 
 
 def one_hot(indices: np.ndarray, size: int) -> np.ndarray:
@@ -138,3 +142,63 @@ def window_valid_counts(spatial, out, kernel, strides, dil, pads) -> np.ndarray:
     for c in per_axis[1:]:
         counts = np.multiply.outer(counts, c)
     return np.maximum(counts, 1).astype(np.float32)
+
+
+# -- sizes read at run time (image sizes left dynamic) ---------------------------------------------------------
+# Used only when a rule's static spatial sizes are unknown, so a static model's graph stays as it was.
+def _auto_pad(ctx: GradContext) -> str:
+    auto = ctx.attr("auto_pad", "NOTSET")
+    return auto.decode() if isinstance(auto, bytes) else auto
+
+
+def runtime_begin_pads(ctx: GradContext, x, kernel: list[int], strides: list[int], dil: list[int]):
+    """A window op's begin pads: a list when they do not depend on the input size, else an int64 tensor
+    computed from Shape(x) (SAME auto-padding with stride > 1)."""
+    n, auto = len(kernel), _auto_pad(ctx)
+    if auto == "VALID":
+        return [0] * n
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        return _ints(ctx, "pads", 2 * n, 0)[:n]
+    if all(s == 1 for s in strides):  # total pad (k - 1) d at any size
+        totals = [(k - 1) * d for k, d in zip(kernel, dil)]
+        return [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in totals]
+    e = ctx.e
+    h = e.shape(x, start=2)
+    s = np.asarray(strides, np.int64)
+    span = np.asarray([(k - 1) * d + 1 for k, d in zip(kernel, dil)], np.int64)
+    o = e.div(e.add(h, s - 1), s)  # ceil(h / s)
+    total = e.op("Max", [e.sub(e.add(e.mul(e.sub(o, np.int64(1)), s), span), h), e.const(np.zeros(n, np.int64))])
+    half = e.div(total, np.int64(2))
+    return half if auto == "SAME_UPPER" else e.sub(total, half)
+
+
+def transposed_to_input(ctx: GradContext, g, w, kernel: list[int], group: int):
+    """The transposed window map of ``g`` (a Conv's input gradient) onto the input's run-time size.
+
+    output_padding must be an attribute, and for a strided window it depends on the input size; so the
+    ConvTranspose writes the full map (begin pads as the forward op; output_padding s - 1, which always
+    reaches the input's end) and a Slice crops it to Shape(x). Inputs no window reads get 0, as they should.
+    """
+    e, x, n = ctx.e, ctx.I(0), len(kernel)
+    strides, dil = _ints(ctx, "strides", n, 1), _ints(ctx, "dilations", n, 1)
+    begin = runtime_begin_pads(ctx, x, kernel, strides, dil)
+    static_begin = isinstance(begin, list)
+    if isinstance(w, gs.Constant) and int(w.shape[0]) == int(w.shape[1]) * group:
+        w = e.const(np.array(w.values, copy=True), hint="convT_w")  # OpenVINO: no weight shared with a Conv
+    full = e.op("ConvTranspose", [g, w], {
+        "strides": strides, "dilations": dil, "pads": (begin if static_begin else [0] * n) + [0] * n,
+        "output_padding": [s - 1 for s in strides], "group": group, "kernel_shape": kernel})
+    starts = e.const(np.zeros(n, np.int64)) if static_begin else begin
+    ends = e.shape(x, start=2) if static_begin else e.add(begin, e.shape(x, start=2))
+    return e.op("Slice", [full, starts, ends, e.const(np.arange(2, 2 + n, dtype=np.int64))])
+
+
+def runtime_count(ctx: GradContext, x, axes: list[int]):
+    """The number of elements over ``axes`` of ``x`` at run time, as a float scalar tensor."""
+    e = ctx.e
+    sizes = e.cast(e.shape(x))
+    count = None
+    for a in axes:  # a product of Gathers (ReduceProd lacks kernels on some providers)
+        size = e.op("Gather", [sizes, e.const(np.asarray(a, np.int64))], {"axis": 0})
+        count = size if count is None else e.mul(count, size)
+    return count

@@ -22,9 +22,11 @@ def conv(ctx: GradContext):
         raise ctx.fail("gradients with respect to convolution weights are not supported (weights must be constants)")
     x, w = ctx.I(0), ctx.I(1)
     kernel = [int(k) for k in ctx.shape(w)[2:]]
+    group = int(ctx.attr("group", 1))
+    if ctx.static_spatial(x) is None:
+        return [_dynamic_conv_backward(ctx, w, kernel, group)]
     strides, dil, pads, out = conv_geometry(ctx, x, kernel)
     pads, opad = transpose_padding(ctx.spatial(x), out, kernel, strides, dil, pads)
-    group = int(ctx.attr("group", 1))
     n = len(kernel)
     # the transposed convolution as a stride-1 Conv over g with the flipped, channel-swapped kernel:
     # pads (k-1)d - p (begin) and (k-1)d - p + output_padding (end); ~3x faster than ConvTranspose on
@@ -41,6 +43,26 @@ def conv(ctx: GradContext):
     return [ctx.e.op("ConvTranspose", [ctx.GO(0), w], {
         "strides": strides, "dilations": dil, "pads": pads, "output_padding": opad,
         "group": group, "kernel_shape": kernel})]
+
+
+def _dynamic_conv_backward(ctx: GradContext, w, kernel: list[int], group: int):
+    """A Conv's input gradient when the image size is only known at run time.
+
+    Stride 1 needs no size: output_padding is 0 and the pads are the forward ones, so it is the static
+    rule's flipped-kernel Conv. Strided: the full transposed map cropped to the input (common.transposed_to_input).
+    """
+    n = len(kernel)
+    strides, dil = common._ints(ctx, "strides", n, 1), common._ints(ctx, "dilations", n, 1)
+    begin = common.runtime_begin_pads(ctx, ctx.I(0), kernel, strides, dil)
+    if all(s == 1 for s in strides) and isinstance(begin, list):
+        auto = common._auto_pad(ctx)
+        end = [(k - 1) * d - b for k, d, b in zip(kernel, dil, begin)] if auto.startswith("SAME") else \
+            ([0] * n if auto == "VALID" else common._ints(ctx, "pads", 2 * n, 0)[n:])
+        back_pads = [(k - 1) * d - p for k, d, p in zip(kernel + kernel, dil + dil, begin + end)]
+        if common.FAST_PATHS and min(back_pads) >= 0:
+            return ctx.e.op("Conv", [ctx.GO(0), _backward_kernel(ctx, w, group, kernel)], {
+                "strides": [1] * n, "dilations": dil, "pads": back_pads, "group": group, "kernel_shape": kernel})
+    return common.transposed_to_input(ctx, ctx.GO(0), w, kernel, group)
 
 
 def _backward_kernel(ctx: GradContext, w, group: int, kernel: list[int]):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import constant_params, static
+from .common import constant_params, runtime_count, static
 from .registry import GradContext, register
 
 F = np.float32
@@ -74,17 +74,20 @@ def _normalise_grad(ctx: GradContext, axes: list[int], scale, x=None, g=None, co
     e = ctx.e
     x = ctx.I(0) if x is None else x
     g = ctx.GO(0) if g is None else g
+    runtime_n = None
     if count is None:
         sx = ctx.shape(x)
         sizes = [sx[a] for a in axes]
-        if not all(static(d) for d in sizes):
-            raise ctx.fail(f"needs static sizes on the normalised axes, got {sx}")
-        count = int(np.prod([int(d) for d in sizes]))
-    inv_n = F(1.0 / float(count))
+        if all(static(d) for d in sizes):
+            count = int(np.prod([int(d) for d in sizes]))
+        else:  # sizes left dynamic (instance norm over an image of any size): counted at run time
+            runtime_n = runtime_count(ctx, x, axes)
+    inv_n = F(1.0 / float(count)) if runtime_n is None else None
     eps = F(float(ctx.attr("epsilon", 1e-5)) if eps is None else eps)
 
     def mean(t):
-        return e.mul(e.reduce_sum(t, axes, keepdims=True), inv_n)
+        total = e.reduce_sum(t, axes, keepdims=True)
+        return e.mul(total, inv_n) if runtime_n is None else e.div(total, runtime_n)
 
     xc = e.sub(x, mean(x))
     rstd = e.op("Reciprocal", [e.sqrt(e.add(mean(e.mul(xc, xc)), eps))])

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .common import const_axes, conv_geometry, reshape_like, transpose_padding, window_valid_counts
+from .common import (const_axes, conv_geometry, reshape_like, runtime_count, transpose_padding, transposed_to_input,
+                     window_valid_counts)
 from .registry import GradContext, register
 
 
@@ -36,6 +37,8 @@ def maxpool(ctx: GradContext):
 def averagepool(ctx: GradContext):
     e, x = ctx.e, ctx.I(0)
     kernel = [int(k) for k in ctx.attr("kernel_shape")]
+    if ctx.static_spatial(x) is None:
+        return [_dynamic_averagepool(ctx, kernel)]
     strides, dil, pads, out = conv_geometry(ctx, x, kernel)
     spatial = ctx.spatial(x)
     n = len(spatial)
@@ -53,9 +56,34 @@ def averagepool(ctx: GradContext):
         "kernel_shape": kernel})]
 
 
+def _dynamic_averagepool(ctx: GradContext, kernel: list[int]):
+    """AveragePool's gradient at a run-time size: g / divisor, spread back over each window.
+
+    The divisor per window is valid / AvgPool(ones) with valid = the windows' sums of ones (a Conv with the
+    pool's padding); a Conv has no ceil_mode, so ceil_mode pools need static sizes.
+    """
+    e, x = ctx.e, ctx.I(0)
+    if int(ctx.attr("ceil_mode", 0)):
+        raise ctx.fail("needs static spatial sizes for a ceil_mode pool")
+    n, c = len(kernel), ctx.shape(x)[1]
+    if not isinstance(c, (int, np.integer)):
+        raise ctx.fail(f"needs a static channel count, got {ctx.shape(x)}")
+    ones = e.op("ConstantOfShape", [e.concat([e.const(np.ones(2, np.int64)), e.shape(x, start=2)], axis=0)],
+                {"value": gs.Constant(e.name("one"), np.ones(1, e.dtype))})
+    window = {k: v for k, v in ctx.node.attrs.items() if k in ("strides", "pads", "auto_pad", "dilations")}
+    valid = e.op("Conv", [ones, e.const(np.ones([1, 1] + kernel, dtype=e.dtype))], {**window, "kernel_shape": kernel})
+    scale = e.div(e.op("AveragePool", [ones], dict(ctx.node.attrs)), valid)
+    ones_k = e.const(np.ones([int(c), 1] + kernel, dtype=e.dtype))
+    return transposed_to_input(ctx, e.mul(ctx.GO(0), scale), ones_k, kernel, int(c))
+
+
 @register("GlobalAveragePool")
 def global_average_pool(ctx: GradContext):
-    spatial = ctx.spatial(ctx.I(0))
+    x = ctx.I(0)
+    if ctx.static_spatial(x) is None:  # 1 / (H W) read at run time
+        g = ctx.e.div(ctx.GO(0), runtime_count(ctx, x, list(range(2, len(ctx.shape(x))))))
+        return [ctx.e.expand(g, ctx.e.shape(x))]
+    spatial = ctx.spatial(x)
     g = ctx.e.mul(ctx.GO(0), np.float32(1.0 / float(np.prod(spatial))))
     return [ctx.e.expand(g, [1, 1] + spatial)]
 

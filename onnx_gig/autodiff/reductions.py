@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import constant_params
+from .common import constant_params, runtime_count
 from .registry import GradContext, register
 
 F = np.float32
@@ -36,9 +36,10 @@ def reduce_mean_sum(ctx: GradContext):
         g = e.unsqueeze(g, axes)
     if ctx.node.op == "ReduceMean":
         sizes = [sx[a] for a in axes]
-        if not all(isinstance(d, (int, np.integer)) for d in sizes):
-            raise ctx.fail(f"needs static sizes on the reduced axes, got {sx}")
-        g = e.mul(g, np.float32(1.0 / float(np.prod(sizes))))
+        if all(isinstance(d, (int, np.integer)) for d in sizes):
+            g = e.mul(g, np.float32(1.0 / float(np.prod(sizes))))
+        else:  # sizes left dynamic (adaptive pooling over an image of any size): counted at run time
+            g = e.div(g, runtime_count(ctx, x, axes))
     target = [int(d) if (i in axes) else 1 for i, d in enumerate(sx)] \
         if all(isinstance(sx[a], (int, np.integer)) for a in axes) else None
     return [e.expand(g, target if target is not None else e.shape(x))]

@@ -68,9 +68,18 @@ class GradContext:
 
     def spatial(self, t: gs.Tensor) -> list[int]:
         """The static spatial dims (everything after N, C) of an NC... tensor."""
+        dims = self.static_spatial(t)
+        if dims is None:
+            shown = ", ".join(str(int(d)) if isinstance(d, (int, np.integer)) else ("N" if i == 0 else "?")
+                              for i, d in enumerate(self.shape(t)))
+            raise GigError(f"{self.node.op} node '{self.node.name}': needs static spatial sizes, got [{shown}]")
+        return dims
+
+    def static_spatial(self, t: gs.Tensor) -> Optional[list[int]]:
+        """The spatial dims of an NC... tensor when all are static, else ``None`` (read them at run time)."""
         dims = self.shape(t)[2:]
         if not all(isinstance(d, (int, np.integer)) and d > 0 for d in dims):
-            raise GigError(f"{self.node.op} node '{self.node.name}': needs static spatial sizes, got {self.shape(t)}")
+            return None
         return [int(d) for d in dims]
 
     def fail(self, why: str) -> GigError:

@@ -6,6 +6,7 @@ computes it, so the gradient is g @ M along that axis (common.scatter_along).
 from __future__ import annotations
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from .common import constant_params, scatter_along, static
 from .registry import GradContext, register
@@ -136,6 +137,11 @@ def resize(ctx: GradContext):
         if (scales is not None and float(scales[a]) == 1.0) or (scales is None and sx[a] == sy[a]) \
                 or (scales is None and a == 0 and not static(sx[a])):
             continue
+        if a >= 2 and not (static(sx[a]) and static(sy[a])) and not antialias and mode != "cubic" \
+                and ctm in _RUNTIME_CTMS:
+            g = scatter_along(ctx, g, a, rank, _runtime_matrix(ctx, a, None if scales is None else float(scales[a]),
+                                                                mode, ctm, nearest_mode))
+            continue
         if a < 2 or not (static(sx[a]) and static(sy[a])):
             raise ctx.fail(f"needs static spatial sizes and no resizing of batch or channels, got {sx} -> {sy}")
         scale = float(scales[a]) if scales is not None else int(sy[a]) / int(sx[a])
@@ -145,3 +151,43 @@ def resize(ctx: GradContext):
             resize_matrix(int(sx[a]), int(sy[a]), scale, mode, ctm, nearest_mode, cubic_a, exclude)
         g = scatter_along(ctx, g, a, rank, m)
     return [g] + [None] * (len(ctx.node.inputs) - 1)
+
+
+# -- sizes known only at run time -----------------------------------------------------------------------------
+F = np.float32
+_RUNTIME_CTMS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners")
+_ROUNDING = {"round_prefer_floor": lambda e, v: e.op("Ceil", [e.sub(v, F(0.5))]),
+             "round_prefer_ceil": lambda e, v: e.op("Floor", [e.add(v, F(0.5))]),
+             "floor": lambda e, v: e.op("Floor", [v]), "ceil": lambda e, v: e.op("Ceil", [v])}
+
+
+def _runtime_matrix(ctx: GradContext, axis: int, scale, mode: str, ctm: str, nearest_mode: str):
+    """``resize_matrix`` for nearest/linear resizing along ``axis`` when a size is known only at run time:
+    the same source coordinates and taps, computed from Shape(x) and Shape(y), as OneHot rows ([out, in])."""
+    e = ctx.e
+
+    def scalar(v):  # a 0-D constant (Emitter.const makes 1-D ones; Range wants scalars)
+        return gs.Constant(e.name("scalar"), np.asarray(v))
+
+    n_int = e.op("Gather", [e.shape(ctx.I(0)), scalar(np.int64(axis))], {"axis": 0})
+    m_int = e.op("Gather", [e.shape(ctx.O(0)), scalar(np.int64(axis))], {"axis": 0})
+    n, m = e.cast(n_int), e.cast(m_int)
+    i = e.cast(e.op("Range", [scalar(np.int64(0)), m_int, scalar(np.int64(1))]))
+    s = e.div(m, n) if scale is None else e.const(F(scale))
+    if ctm == "asymmetric":
+        xs = e.div(i, s)
+    elif ctm == "align_corners":  # i (n - 1) / (m - 1), 0 when m == 1
+        xs = e.div(e.mul(i, e.sub(n, F(1))), e.op("Max", [e.sub(m, F(1)), e.const(F(1))]))
+    else:
+        xs = e.sub(e.div(e.add(i, F(0.5)), s), F(0.5))
+        if ctm == "pytorch_half_pixel":
+            xs = e.op("Where", [e.greater(m, F(1)), xs, e.const(F(0))])
+    last = e.sub(n, F(1))
+    one_hot = lambda j: e.op("OneHot", [e.cast(j, np.int64), n_int, e.const(np.asarray([0, 1], F))], {"axis": -1})  # noqa: E731
+    if mode == "nearest":
+        return one_hot(e.op("Clip", [_ROUNDING[nearest_mode](e, xs), e.const(F(0)), last]))
+    xs = e.op("Clip", [xs, e.const(F(0)), last])
+    j0 = e.op("Floor", [xs])
+    w1 = e.unsqueeze(e.sub(xs, j0), [1])
+    j1 = e.op("Min", [e.add(j0, F(1)), last])
+    return e.add(e.mul(one_hot(j0), e.sub(F(1), w1)), e.mul(one_hot(j1), w1))

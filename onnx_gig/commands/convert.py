@@ -29,6 +29,10 @@ def configure(c: argparse.ArgumentParser) -> None:
     g.add_argument("--resize", type=int, help="resize the short side to this before the centre crop (default 256)")
     g.add_argument("--layout", choices=["NCHW", "NHWC"], help="input layout")
     g.add_argument("--bgr", action="store_true", help="the model expects BGR channel order")
+    c.add_argument("--input-shape", metavar="N,C,H,W",
+                   help="pin the image input's dynamic sizes, in the input's own layout (e.g. -1,3,224,224 or "
+                        "1,224,224,3): a static graph, faster to optimise. The batch stays dynamic (-1, N or any "
+                        "number); -1 keeps another dim dynamic too. Default: dynamic sizes stay dynamic")
     c.add_argument("--labels", help="class names: a text file with one per line, or a JSON list")
     c.add_argument("--fp16", action="store_true",
                    help="build the attribution graph in float16 (for the CUDA provider; onnxruntime's CPU provider "
@@ -38,18 +42,14 @@ def configure(c: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> int:
     from ..api import convert, load_labels
-    from ..imageio import Preprocess
 
     pp = None
     if any(v is not None for v in (a.mean, a.std, a.scale, a.resize, a.layout)) or a.bgr:
-        base = Preprocess()
-        pp = Preprocess(layout=a.layout or base.layout, color="BGR" if a.bgr else "RGB",
-                        resize=a.resize if a.resize is not None else base.resize, crop=None,
-                        scale=a.scale if a.scale is not None else base.scale,
-                        mean=a.mean or base.mean, std=a.std or base.std)
+        pp = {"layout": a.layout, "color": "BGR" if a.bgr else None, "resize": a.resize, "scale": a.scale,
+              "mean": a.mean, "std": a.std}  # laid over the defaults for this model (api._preprocess_for)
     labels = load_labels(a.labels) if a.labels else None
     r = convert(a.model, a.output, a.method, a.input_name, a.output_name, pp, labels, overwrite=a.force,
-                fp16=a.fp16)
+                input_shape=a.input_shape, fp16=a.fp16)
     for n in r.notes:
         print(f"note: {n}", file=sys.stderr)
     classes = f", {r.num_classes} classes" if r.num_classes else ""

@@ -36,6 +36,9 @@ class Report:
     input_name: Optional[str] = None
     score_name: Optional[str] = None
     num_classes: Optional[int] = None
+    input_shape: Optional[list] = None              # the explained input's dims after normalising
+    dynamic_dims: list = field(default_factory=list)  # its dims, other than the batch, that stay dynamic
+    pixel_input: Optional[dict] = None              # the integer input the explained floats are cast from
     refusals: dict = field(default_factory=dict)   # rule set name -> the one line convert would print
     problem: Optional[str] = None                  # why the model cannot be normalised at all
 
@@ -77,6 +80,8 @@ def inspect_model(path: str, input_name: Optional[str] = None, output_name: Opti
     try:
         fg = normalise(model, input_name, output_name)
         rep.input_name, rep.score_name, rep.num_classes = fg.input_name, fg.score_name, fg.num_classes
+        rep.input_shape = [d if isinstance(d, int) else ("?" if d is None else str(d)) for d in fg.input_shape]
+        rep.dynamic_dims, rep.pixel_input = fg.dynamic_dims, fg.pixel_input
         graph = gs.import_onnx(fg.model)
         graph.toposort()
         tensors = graph.tensors()
@@ -128,9 +133,28 @@ def print_report(rep: Report) -> None:
         return
     classes = f" ({rep.num_classes} classes)" if rep.num_classes else ""
     print(f"convert would explain '{rep.score_name}'{classes} with respect to input '{rep.input_name}'")
+    for line in _input_notes(rep):
+        print(f"  {line}")
     for name in ("ig",) + GUIDED_SETS:
         verdict = f"refused: {rep.refusals[name]}" if name in rep.refusals else "ok"
         print(f"  --method {name}: {verdict}")
+
+
+def _input_notes(rep: Report) -> list[str]:
+    """What the converted model's image input will be: dynamic dims kept, float pixels of an integer input."""
+    notes = []
+    shown = "[" + ", ".join(str(d) for d in rep.input_shape or []) + "]"
+    if rep.pixel_input:
+        notes.append(f"'{rep.input_name}' {shown} are the float32 pixels the graph casts from its "
+                     f"{rep.pixel_input['dtype']} input '{rep.pixel_input['name']}' (the graph normalises them "
+                     "itself; attributions and baselines are in pixel units 0-255, and explain feeds plain pixels)")
+    if rep.dynamic_dims:
+        dims = ", ".join(f"{i} ({rep.input_shape[i]})" for i in rep.dynamic_dims)
+        notes.append(f"dynamic dims of '{rep.input_name}' {shown}: {dims}; the converted model keeps them "
+                     "(one file for every size), or pin them with convert --input-shape")
+    else:
+        notes.append(f"'{rep.input_name}' {shown}: static sizes (the batch stays dynamic)")
+    return notes
 
 
 def run(a: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import os
 import tempfile
 import threading
@@ -32,6 +33,7 @@ from ..api import figure_title, guess_preprocess, label_of, softmax, top_classes
 from ..errors import GigError, InputError
 from ..heatmap import CMAPS, render_figure, saliency_map
 from ..imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
+from ..integrate import META_PREFIX
 from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
 from ..runtime import GigModel
 from .signature import Signature, read_signature
@@ -81,6 +83,8 @@ class GigService:
         self.gm = GigModel(self.path, device=device, max_memory=max_memory, threads=threads)
         pp_json = self.signature.preprocess_json
         self.preprocess = Preprocess.from_json(pp_json) if pp_json else guess_preprocess(self.gm.input_shape)
+        pixel_input = json.loads(self.gm.metadata.get(META_PREFIX + "pixel_input", "null"))
+        self.pixels = pixel_input["dtype"] if pixel_input else None  # integer .npy instances accepted as is
         self.labels = self.signature.labels
         self.num_classes = self.signature.num_classes
         self.default_steps = self.signature.default_steps or DEFAULT_STEPS
@@ -103,7 +107,7 @@ class GigService:
                      target: np.ndarray) -> dict[str, np.ndarray]:
         """The model on a batch: images and steps in chunks under the memory budget; outputs by name."""
         n, k = x.shape[0], alphas.shape[0]
-        rows = max(1, self.gm.max_memory // self.gm.bytes_per_step)
+        rows = max(1, self.gm.max_memory // self.gm.step_bytes(int(np.prod(x.shape[1:]))))
         per = max(1, min(k, rows))
         group = max(1, min(n, rows // per))
         attr = np.zeros_like(x)
@@ -333,7 +337,7 @@ class GigService:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             try:
-                x, photo = load_input(tmp, self.preprocess, self.gm.input_shape)
+                x, photo = load_input(tmp, self.preprocess, self.gm.input_shape, pixels=self.pixels)
             except InputError as exc:
                 message = str(exc).replace(tmp + ": ", "").replace(tmp, "the photo")
                 raise InputError(f"{what}: {message}" if what else message) from None
