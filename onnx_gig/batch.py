@@ -166,7 +166,9 @@ def preprocess_of(gm: GigModel) -> Preprocess:
     """The preprocessing the converted model carries (ImageNet's in its layout when it carries none)."""
     from .api import guess_preprocess
 
-    return Preprocess.from_json(gm.preprocess_json) if gm.preprocess_json else guess_preprocess(gm.input_shape)
+    if gm.preprocess_json:
+        return Preprocess.from_json(gm.preprocess_json)
+    return guess_preprocess(gm.input_shape, gm.pixel_dtype is not None)
 
 
 def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainOptions,
@@ -174,7 +176,8 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
     """Explain ``items`` ((index, path) pairs) with one ``gm.explain`` call over all readable ones.
 
     A file that cannot be read (or whose attributions come out non-finite) gives a result with ``error``;
-    images x steps run in ``gm``'s memory-bounded chunks. Results come back in the items' order.
+    images x steps run in ``gm``'s memory-bounded chunks. Results come back in the items' order. A model
+    with dynamic height and width keeps each photo's aspect, so its images run in one call per size.
     """
     from .api import label_of, run_explain, softmax, top_classes
 
@@ -186,32 +189,36 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. "only 20x20 pixels": one image among many, not worth a line
-                x, r.photo = load_input(r.path, pp, gm.input_shape)
+                x, r.photo = load_input(r.path, pp, gm.input_shape, pixels=gm.pixel_dtype)
         except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
             r.error = error_line(exc, r.path)
             continue
         xs.append(x)
         good.append(r)
-    if not good:
-        return results
-    ex = run_explain(gm, np.stack(xs), baselines(options.baseline, xs, [r.photo for r in good], pp),
-                     options.target, options.steps, options.rule)
     labels = gm.labels
-    deltas = ex.convergence_delta
-    for k, r in enumerate(good):
-        attr = ex.attributions[k]
-        scores = (ex.target_score[k], ex.baseline_score[k])
-        if not (np.isfinite(attr).all() and np.isfinite(scores).all()):
-            r.error = "NaN or infinite values in the attributions or scores (the model overflows float32 on it)"
-            r.photo = None
-            continue
-        probs = softmax(ex.scores[k].astype(np.float64))
-        t = int(ex.target[k])
-        r.attributions = attr.astype(np.float32, copy=False)
-        r.target, r.label, r.probability = t, label_of(labels, t), float(probs[t])
-        r.target_score, r.baseline_score = float(scores[0]), float(scores[1])
-        r.top = top_classes(probs, labels, options.top)
-        r.convergence_delta = float(deltas[k]) if gm.method == "ig" else None
+    by_size: dict[tuple, list[int]] = {}
+    for k, x in enumerate(xs):
+        by_size.setdefault(x.shape, []).append(k)
+    for ks in by_size.values():
+        group = [good[k] for k in ks]
+        ex = run_explain(gm, np.stack([xs[k] for k in ks]),
+                         baselines(options.baseline, [xs[k] for k in ks], [r.photo for r in group], pp),
+                         options.target, options.steps, options.rule)
+        deltas = ex.convergence_delta
+        for k, r in enumerate(group):
+            attr = ex.attributions[k]
+            scores = (ex.target_score[k], ex.baseline_score[k])
+            if not (np.isfinite(attr).all() and np.isfinite(scores).all()):
+                r.error = "NaN or infinite values in the attributions or scores (the model overflows float32 on it)"
+                r.photo = None
+                continue
+            probs = softmax(ex.scores[k].astype(np.float64))
+            t = int(ex.target[k])
+            r.attributions = attr.astype(np.float32, copy=False)
+            r.target, r.label, r.probability = t, label_of(labels, t), float(probs[t])
+            r.target_score, r.baseline_score = float(scores[0]), float(scores[1])
+            r.top = top_classes(probs, labels, options.top)
+            r.convergence_delta = float(deltas[k]) if gm.method == "ig" else None
     return results
 
 

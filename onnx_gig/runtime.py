@@ -226,6 +226,12 @@ class GigModel:
 
     # -- metadata helpers ----------------------------------------------------------
     @property
+    def pixel_dtype(self) -> Optional[str]:
+        """The integer dtype of the model's pixel input ('uint8') when its graph casts and normalises pixels."""
+        raw = self.metadata.get(META_PREFIX + "pixel_input")
+        return json.loads(raw)["dtype"] if raw else None
+
+    @property
     def labels(self) -> Optional[list[str]]:
         raw = self.metadata.get(META_PREFIX + "labels")
         return json.loads(raw) if raw else None

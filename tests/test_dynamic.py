@@ -20,7 +20,7 @@ from onnx import helper as h
 from PIL import Image
 
 from oracles import X, check_against_fd, distinct, f32, single_op
-from onnx_gig import GigModel, convert, explain
+from onnx_gig import ExplainOptions, GigModel, convert, explain, explain_many
 from onnx_gig.errors import GigError
 from onnx_gig.quadrature import schedule
 from torch_nets import export_dynamic, seeded_mobilenet_v3, seeded_pixel_classifier
@@ -324,3 +324,34 @@ def test_uint8_model_inspect_and_convert_say_so(pixel_model, tmp_path):
         in p.stdout, p.stdout
     p = run_cli("convert", src, "-o", tmp_path / "p_gig.onnx")
     assert p.returncode == 0 and "graph normalises them itself" in p.stderr, p.stderr
+
+
+def test_folder_of_photos_of_several_sizes_with_a_dynamic_model(mobilenet, tmp_path):
+    """explain_many keeps each photo's aspect: images of different sizes run in one call per size, each
+    the same as explaining it alone."""
+    _, _, path = mobilenet
+    rng = np.random.default_rng(2)
+    d = tmp_path / "photos"
+    d.mkdir()
+    for name, hw in (("a_wide.png", (150, 225)), ("b_tall.png", (225, 150)), ("c_wide.png", (100, 150))):
+        Image.fromarray(rng.integers(0, 256, hw + (3,), dtype=np.uint8)).save(d / name)
+    res = list(explain_many(path, [d], ExplainOptions(steps=4)))
+    assert [r.ok for r in res] == [True, True, True], [r.error for r in res]
+    assert [r.attributions.shape for r in res] == [(3, 150, 225), (3, 225, 150), (3, 100, 150)]  # small photos kept
+    for r in res:
+        alone = explain(path, r.path, steps=4, draw=False)
+        np.testing.assert_allclose(r.attributions, alone.attributions, rtol=1e-5, atol=1e-7)
+
+
+def test_folder_run_with_a_uint8_model_takes_pixels(pixel_model, tmp_path):
+    net, _, path = pixel_model
+    pixels = np.random.default_rng(3).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(pixels).save(d / "p.png")
+    np.save(d / "q.npy", pixels)
+    res = list(explain_many(path, [d], ExplainOptions(steps=8)))
+    assert [r.ok for r in res] == [True, True], [r.error for r in res]
+    for r in res:
+        ref = captum_pixels(net, pixels[None].astype(np.float64), [r.target], 8)[0]
+        assert rel_err(r.attributions, ref) < 1e-5, r.path

@@ -82,9 +82,9 @@ class GigService:
         self.name = name or default_name(self.path)
         self.gm = GigModel(self.path, device=device, max_memory=max_memory, threads=threads)
         pp_json = self.signature.preprocess_json
-        self.preprocess = Preprocess.from_json(pp_json) if pp_json else guess_preprocess(self.gm.input_shape)
-        pixel_input = json.loads(self.gm.metadata.get(META_PREFIX + "pixel_input", "null"))
-        self.pixels = pixel_input["dtype"] if pixel_input else None  # integer .npy instances accepted as is
+        self.pixels = self.gm.pixel_dtype  # integer .npy instances accepted as is
+        self.preprocess = Preprocess.from_json(pp_json) if pp_json else guess_preprocess(self.gm.input_shape,
+                                                                                         self.pixels is not None)
         self.labels = self.signature.labels
         self.num_classes = self.signature.num_classes
         self.default_steps = self.signature.default_steps or DEFAULT_STEPS
