@@ -157,11 +157,21 @@ def _check_supported(fg, rules) -> None:
 def save_model(model: onnx.ModelProto, path: Path, protect: Sequence[str | os.PathLike] = ()) -> None:
     """Write atomically; models past protobuf's 2 GB limit keep their weights in a .data file beside them."""
     with atomic_path(path, protect=protect) as tmp:
-        if model.ByteSize() > _TWO_GB:
+        data = _serialize(model)
+        if data is None:
             onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=path.name + ".data")
         else:
-            onnx.save_model(model, str(tmp))
+            tmp.write_bytes(data)
+
+
+def _serialize(model: onnx.ModelProto) -> Optional[bytes]:
+    """The model's bytes, or None past protobuf's 2 GB limit (one serialisation: ``ByteSize`` costs another)."""
+    try:
+        data = model.SerializeToString()
+    except Exception:  # noqa: BLE001 - protobuf refuses messages over 2 GB (ValueError or EncodeError)
+        return None
+    return data if len(data) <= _TWO_GB else None
 
 
 @dataclass

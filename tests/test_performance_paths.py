@@ -309,3 +309,28 @@ def test_cuda_that_does_not_load_is_reported_in_one_line(small_gig, capfd):
     assert gm.provider == CPU and not gm.io_binding
     x = np.random.default_rng(8).standard_normal((1, 3, 20, 20)).astype(np.float32)
     assert np.isfinite(gm.explain(x, n_steps=4).attributions).all()
+
+
+# -- convert: one serialisation, the caller's model untouched, the 2 GB fallback ----------------------
+def test_convert_leaves_the_input_proto_alone_and_saves_past_the_limit_as_external_data(tmp_path, monkeypatch):
+    from torch_nets import export, seeded_small_cnn
+    import torch
+
+    from onnx_gig import api
+
+    proto = onnx.load_from_string(export(seeded_small_cnn(), torch.zeros(1, 3, 20, 20)))
+    before = proto.SerializeToString()
+    fg = normalise(proto)
+    assert proto.SerializeToString() == before
+    model = build_ig_model(fg, get_rule_set("gnl-ig"))
+    small = tmp_path / "inline.onnx"
+    api.save_model(model, small)
+    assert small.read_bytes() == model.SerializeToString() and not list(tmp_path.glob("*.data"))
+    monkeypatch.setattr(api, "_TWO_GB", 1000)  # as if the model were past protobuf's limit
+    big = tmp_path / "external.onnx"
+    api.save_model(model, big)
+    assert (tmp_path / "external.onnx.data").is_file()
+    x = np.random.default_rng(1).standard_normal((1, 3, 20, 20)).astype(np.float32)
+    a = ort.InferenceSession(str(small), providers=[CPU]).run(["attributions"], {"image": x})[0]
+    b = ort.InferenceSession(str(big), providers=[CPU]).run(["attributions"], {"image": x})[0]
+    np.testing.assert_array_equal(a, b)
