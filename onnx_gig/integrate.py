@@ -113,7 +113,8 @@ def keep_blocked_layout(backward: list[gs.Node], e: Emitter) -> int:
     otherwise turns every mask multiply and every skip-connection sum downstream back to plain layout,
     with a reorder around each convolution (ResNet-50: 40 reorders). A 1x1 depthwise Conv with unit
     weights (exact: x * 1) in front of such an operand makes it blocked, and the Relu that follows fuses
-    into it. Masks carry their channel count (``blocked_mask_channels``, set in autodiff/masks.py).
+    into it. Masks carry their channel count (``blocked_mask_channels``, set in autodiff/masks.py); so do
+    the guided Clip's penalties, whose Add (then fused into the anchor with the Relu) is treated alike.
     """
     blocked: dict[int, bool] = {}
     producer: dict[int, gs.Node] = {}
@@ -124,7 +125,7 @@ def keep_blocked_layout(backward: list[gs.Node], e: Emitter) -> int:
     inserted = 0
     for node in backward:
         masks = [t for t in node.inputs if hasattr(t, "blocked_mask_channels")]
-        if node.op == "Mul" and len(masks) == 1 and masks[0].blocked_mask_channels % 16 == 0:
+        if node.op in ("Mul", "Add") and len(masks) == 1 and masks[0].blocked_mask_channels % 16 == 0:
             k = 1 - node.inputs.index(masks[0])
             other = node.inputs[k]
             if not is_blocked(other):

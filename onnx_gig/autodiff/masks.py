@@ -103,3 +103,53 @@ def clip_mask(ctx: GradContext):
         m = mh if m is None else e.mul(m, mh)
     return m
 
+
+
+# The guided Clip's upper bound as an additive penalty instead of a mask: relu(g + P) with P = 0 where
+# y < hi and P = -2^100 where y == hi equals relu(g) * [y < hi] for every |g| < 2^100. P is one 1x1
+# depthwise Conv + Clip of y, like a mask, but the Add and the Relu then fuse into the backward Conv that
+# produces g (onnxruntime's NCHWc Conv takes a summand and an activation): the mask multiply and the
+# product of the two ReLU6 masks disappear, two full passes over the tensor per ReLU6 (MobileNetV2).
+# Exact: with s the float spacing just below hi and a = 2^100 / s (a power of two), the Conv computes
+# -a*y + (a*hi - 2^100) with one rounding of an exact value that is >= 0 for y <= hi - s and exactly
+# -2^100 for y = hi (a*hi - 2^100 is representable: hi / s < 2^24).
+PENALTY = 2.0 ** 100
+
+
+def upper_penalty(ctx: GradContext, y, lo: Optional[float], hi: float):
+    """P(y) = 0 for y < hi, -2^100 for y = hi (y = Clip(x, lo, hi)), or None where that is not exact."""
+    e = ctx.e
+    if not common.FAST_PATHS or not getattr(e, "arith_masks", True) or e.dtype != np.float32 or lo is None:
+        return None
+    shape = y.shape
+    if shape is None or len(shape) < 3 or not isinstance(shape[1], (int, np.integer)):
+        return None
+    h32 = np.float32(hi)
+    spacing = float(h32) - float(np.nextafter(h32, np.float32(-np.inf)))
+    if not (2.0 ** -100 <= spacing) or not np.isfinite(h32):
+        return None
+    a = PENALTY / spacing
+    bias = a * float(h32) - PENALTY
+    if a * max(abs(float(lo)), abs(float(h32))) >= 2.0 ** 126 or float(np.float32(bias)) != bias \
+            or float(np.float32(a)) != a:
+        return None
+    c, rank = int(shape[1]), len(shape)
+    v = e.op("Conv", [y, e.const(np.full([c, 1] + [1] * (rank - 2), -a, np.float32)),
+                      e.const(np.full([c], bias, np.float32))], {"group": c, "kernel_shape": [1] * (rank - 2)})
+    p = e.op("Clip", [v, e.const(np.float32(-PENALTY)), e.const(np.float32(0))])
+    if len(shape) == 4:
+        p.blocked_mask_channels = c  # see integrate.keep_blocked_layout
+    return p
+
+
+def guided_clip_parts(ctx: GradContext):
+    """(penalty, lower mask or None) for relu(g + penalty) * mask = relu(g) [lo < x < hi], or None."""
+    (lo_known, lo_v), (hi_known, hi_v) = _const_scalar(ctx, 1, "min"), _const_scalar(ctx, 2, "max")
+    if not (lo_known and hi_known) or hi_v is None or lo_v is None:
+        return None
+    y = ctx.O(0)
+    penalty = upper_penalty(ctx, y, lo_v, hi_v)
+    if penalty is None:
+        return None
+    m = step_mask(ctx, y, lo_v, above=True)
+    return None if m is None else (penalty, m)
