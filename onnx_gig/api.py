@@ -16,19 +16,16 @@ from typing import Optional, Sequence
 import numpy as np
 import onnx
 
-from .autodiff import get_rule_set, unsupported_ops
-from .autodiff.builder import unsupported_error
+from .contract import META_PREFIX
 from .errors import GigError, InputError, ModelError
 from .fileio import atomic_path, check_output
 from .heatmap import render_figure, save_png, saliency_map
 from .imageio import METADATA_KEY, Preprocess, load_input, make_baseline
-from .integrate import META_PREFIX, build_ig_model
-from .loader import check_external_data, load_model, normalise, read_model_proto
+from .loader import check_external_data, read_model_proto
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
 from .runtime import GigModel, parse_memory
 
 LABELS_KEY = META_PREFIX + "labels"
-_TWO_GB = 2 ** 31 - 1
 MAX_STEPS = 1000  # IG settles long before; Gauss-Legendre nodes for more take seconds to compute
 
 
@@ -79,6 +76,10 @@ def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, m
 
     An existing output is replaced only when ``overwrite`` (the CLI passes ``--force``).
     """
+    from .autodiff import get_rule_set  # the graph builders: imported by convert only (explain starts faster)
+    from .integrate import build_ig_model
+    from .loader import load_model, normalise
+
     t0 = time.perf_counter()
     src = Path(model)
     out = Path(output) if output is not None else default_output(src)
@@ -144,6 +145,9 @@ def _check_supported(fg, rules) -> None:
     """Name an op without a rule by its node in the user's model (before any graph is built)."""
     import onnx_graphsurgeon as gs
 
+    from .autodiff import unsupported_ops
+    from .autodiff.builder import unsupported_error
+
     g = gs.import_onnx(fg.model)
     g.toposort()
     tensors = g.tensors()
@@ -157,21 +161,11 @@ def _check_supported(fg, rules) -> None:
 def save_model(model: onnx.ModelProto, path: Path, protect: Sequence[str | os.PathLike] = ()) -> None:
     """Write atomically; models past protobuf's 2 GB limit keep their weights in a .data file beside them."""
     with atomic_path(path, protect=protect) as tmp:
-        data = _serialize(model)
-        if data is None:
+        try:  # one serialisation; asking ByteSize first would cost a second one
+            onnx.save_model(model, str(tmp))
+        except ValueError:  # onnx refuses protos past 2 GB before writing anything
             onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=path.name + ".data")
-        else:
-            tmp.write_bytes(data)
-
-
-def _serialize(model: onnx.ModelProto) -> Optional[bytes]:
-    """The model's bytes, or None past protobuf's 2 GB limit (one serialisation: ``ByteSize`` costs another)."""
-    try:
-        data = model.SerializeToString()
-    except Exception:  # noqa: BLE001 - protobuf refuses messages over 2 GB (ValueError or EncodeError)
-        return None
-    return data if len(data) <= _TWO_GB else None
 
 
 @dataclass

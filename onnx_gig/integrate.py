@@ -27,13 +27,11 @@ from onnx import numpy_helper
 from . import __version__
 from .autodiff import RuleSet, build_gradient
 from .autodiff.emit import Emitter
+from .contract import INPUTS, META_PREFIX, OUTPUTS  # noqa: F401 (re-exported: the contract's names)
 from .errors import ModelError
 from .loader import ForwardGraph
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
 
-INPUTS = ("baseline", "alphas", "step_weights", "target")
-OUTPUTS = ("attributions", "target_class", "target_score", "baseline_score", "scores")
-META_PREFIX = "onnx_gig."
 F32 = np.dtype(np.float32)
 
 

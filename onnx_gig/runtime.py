@@ -21,7 +21,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import InputError, ModelError
-from .integrate import META_PREFIX, OUTPUTS
+from .contract import META_PREFIX, OUTPUTS
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
 
 CPU = "CPUExecutionProvider"
@@ -437,6 +437,18 @@ class ChunkPlan:
         return self.images * self.steps
 
 
+class _NoProgress:
+    """The progress bar when none is shown (tqdm's import and its multiprocessing lock cost a cold start ~0.1 s)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(total: int, enabled: bool, desc: str):
+    if not enabled or total <= 1:
+        return _NoProgress()
     from tqdm import tqdm
-    return tqdm(total=total, disable=not enabled or total <= 1, desc=desc, unit="chunk", leave=False)
+    return tqdm(total=total, desc=desc, unit="chunk", leave=False)

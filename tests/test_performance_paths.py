@@ -348,7 +348,14 @@ def test_convert_leaves_the_input_proto_alone_and_saves_past_the_limit_as_extern
     small = tmp_path / "inline.onnx"
     api.save_model(model, small)
     assert small.read_bytes() == model.SerializeToString() and not list(tmp_path.glob("*.data"))
-    monkeypatch.setattr(api, "_TWO_GB", 1000)  # as if the model were past protobuf's limit
+    real_save = onnx.save_model
+
+    def refuse_inline(proto, f, *a, **k):  # what onnx raises for a proto past protobuf's 2 GB limit
+        if not k.get("save_as_external_data"):
+            raise ValueError("The proto size is larger than the 2 GB limit.")
+        return real_save(proto, f, *a, **k)
+
+    monkeypatch.setattr(onnx, "save_model", refuse_inline)
     big = tmp_path / "external.onnx"
     api.save_model(model, big)
     assert (tmp_path / "external.onnx.data").is_file()
