@@ -99,7 +99,7 @@ def memory_per_row(path: list[gs.Node], backward: list[gs.Node]) -> int:
 
 
 # ops onnxruntime's NCHWc transformer keeps in the blocked layout when their inputs are blocked
-_BLOCKED_UNARY = ("Relu", "Clip", "Sigmoid", "Tanh")
+_BLOCKED_UNARY = ("Relu", "Clip", "Sigmoid", "Tanh", "HardSigmoid")
 _BLOCKED_BINARY = ("Add", "Sum", "Mul")
 
 
