@@ -42,10 +42,10 @@ def default_max_memory() -> int:
 RESIDENT_MARGIN = 128 << 20
 
 # On CPU one run holds at most this many bytes of activations (rows x bytes_per_step), whatever the budget:
-# the first run of a session page-faults every byte it allocates (MobileNetV2, 50 rows: 1.6 GB peak RSS and a
-# first call 1.5x the later ones), while per-row speed is flat from about 10 rows up (1-thread CPU time,
-# MobileNetV2 GNL-IG: 10 rows 1.07 s, 25 rows 1.15 s, 50 rows 1.12 s; first call 1.23 / 1.37 / 1.66 s)
-CPU_RUN_BYTES = 1 << 30
+# the first run of a session page-faults every byte it allocates, while per-row speed is flat from about
+# 8 rows up. MobileNetV2 GNL-IG, 1-thread CPU seconds, first call / warm: 50 rows (1.6 GB RSS) 1.66 / 1.12;
+# 13 rows 1.13-1.53 / 0.93-1.0; 8 rows (0.38 GB RSS) 0.97 / 0.9-1.0.
+CPU_RUN_BYTES = 512 << 20
 
 
 def _resident_bytes() -> int:
