@@ -8,11 +8,19 @@ on Ray actors (the ``ray`` extra; Ray is imported only when it runs); ``GigModel
 """
 __version__ = "0.1.0"
 
-from .api import ConvertResult, ExplainResult, convert, explain  # noqa: E402
-from .batch import ExplainOptions, ImageResult, collect_inputs, explain_many  # noqa: E402
-from .distributed import explain_ray  # noqa: E402
-from .runtime import GigModel  # noqa: E402
-from .writer import ResultWriter  # noqa: E402
-
 __all__ = ["convert", "explain", "explain_many", "explain_ray", "collect_inputs", "ExplainOptions", "ImageResult",
            "ResultWriter", "GigModel", "ConvertResult", "ExplainResult", "__version__"]
+_LAZY = {"convert": "api", "explain": "api", "ConvertResult": "api", "ExplainResult": "api", "GigModel": "runtime",
+         "explain_many": "batch", "collect_inputs": "batch", "ExplainOptions": "batch", "ImageResult": "batch",
+         "ResultWriter": "writer", "explain_ray": "distributed"}
+
+
+def __getattr__(name: str):
+    """The public names, imported on first use: ``python -m onnx_gig.cli`` loads only what its command needs."""
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,21 +16,16 @@ from typing import Optional, Sequence
 import numpy as np
 import onnx
 
-from .autodiff import get_rule_set, unsupported_ops
-from .autodiff.builder import unsupported_error
+from .contract import META_PREFIX
 from .errors import GigError, InputError, ModelError
 from .fileio import atomic_path, check_output
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options, render_figure, save_png, saliency_map
 from .imageio import DYNAMIC_SHORT_SIDE, METADATA_KEY, Preprocess, load_input, make_baseline
-from .integrate import META_PREFIX, build_ig_model
-from .image_input import parse_input_shape
-from .loader import check_external_data, load_model, normalise, read_model_proto
-from .precision import precision_note
+from .loader import check_external_data, read_model_proto
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
 from .runtime import GigModel, parse_memory
 
 LABELS_KEY = META_PREFIX + "labels"
-_TWO_GB = 2 ** 31 - 1
 MAX_STEPS = 1000  # IG settles long before; Gauss-Legendre nodes for more take seconds to compute
 
 
@@ -129,6 +124,12 @@ def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, m
     or ``"-1,3,224,224"``, in the input's own layout) pins dynamic sizes; the batch stays dynamic. ``fp16``
     builds the IG graph in float16 (for the CUDA provider); by default it is float32, float16 models included.
     """
+    from .autodiff import get_rule_set  # the graph builders: imported by convert only (explain starts faster)
+    from .image_input import parse_input_shape
+    from .integrate import build_ig_model
+    from .loader import load_model, normalise
+    from .precision import precision_note
+
     t0 = time.perf_counter()
     src = Path(model)
     out = Path(output) if output is not None else default_output(src)
@@ -191,6 +192,9 @@ def _check_supported(fg, rules) -> None:
     """Name an op without a rule by its node in the user's model (before any graph is built)."""
     import onnx_graphsurgeon as gs
 
+    from .autodiff import unsupported_ops
+    from .autodiff.builder import unsupported_error
+
     g = gs.import_onnx(fg.model)
     g.toposort()
     tensors = g.tensors()
@@ -204,11 +208,11 @@ def _check_supported(fg, rules) -> None:
 def save_model(model: onnx.ModelProto, path: Path, protect: Sequence[str | os.PathLike] = ()) -> None:
     """Write atomically; models past protobuf's 2 GB limit keep their weights in a .data file beside them."""
     with atomic_path(path, protect=protect) as tmp:
-        if model.ByteSize() > _TWO_GB:
+        try:  # one serialisation; asking ByteSize first would cost a second one
+            onnx.save_model(model, str(tmp))
+        except ValueError:  # onnx refuses protos past 2 GB before writing anything
             onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=path.name + ".data")
-        else:
-            onnx.save_model(model, str(tmp))
 
 
 @dataclass

@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"onnx-gig: error: {self.prog}: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+def build_parser(only: Optional[str] = None) -> tuple[argparse.ArgumentParser, dict]:
     p = _Parser(
         prog="onnx-gig", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Explain what a CNN classifier looks at with Integrated Gradients with Guided "
@@ -35,7 +35,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     handlers = {}
-    for mod in discover():
+    for mod in discover(only):
         sp = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         mod.configure(sp)
         handlers[mod.NAME] = mod.run
@@ -68,9 +68,19 @@ def _attach_negative_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _command_in(argv: Sequence[str]) -> Optional[str]:
+    """The subcommand named by ``argv`` (the first word that is not an option), if any."""
+    words = [w for w in argv if not w.startswith("-")]
+    return words[0] if words else None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser, handlers = build_parser()
-    a = parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else argv))
+    args = _attach_negative_values(sys.argv[1:] if argv is None else argv)
+    only = _command_in(args)
+    parser, handlers = build_parser(only)
+    if only is not None and only not in handlers:  # unknown word: the full parser names the choices
+        parser, handlers = build_parser()
+    a = parser.parse_args(args)
     if not a.command:
         parser.print_help()
         return 2

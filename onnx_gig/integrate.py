@@ -28,14 +28,12 @@ from onnx import numpy_helper
 from . import __version__
 from .autodiff import RuleSet, build_gradient
 from .autodiff.emit import Emitter
+from .contract import INPUTS, META_PREFIX, OUTPUTS  # noqa: F401 (re-exported: the contract's names)
 from .errors import GigError, ModelError
 from .image_input import pin_input_shape
 from .loader import ForwardGraph, _dims, _skeleton, infer_shapes
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
 
-INPUTS = ("baseline", "alphas", "step_weights", "target")
-OUTPUTS = ("attributions", "target_class", "target_score", "baseline_score", "scores")
-META_PREFIX = "onnx_gig."
 F32 = np.dtype(np.float32)
 
 
@@ -147,7 +145,7 @@ def user_error(exc: GigError, fg: ForwardGraph, prefixes: tuple[str, ...]) -> Gi
 
 
 # ops onnxruntime's NCHWc transformer keeps in the blocked layout when their inputs are blocked
-_BLOCKED_UNARY = ("Relu", "Clip", "Sigmoid", "Tanh")
+_BLOCKED_UNARY = ("Relu", "Clip", "Sigmoid", "Tanh", "HardSigmoid")
 _BLOCKED_BINARY = ("Add", "Sum", "Mul")
 
 
@@ -159,7 +157,8 @@ def keep_blocked_layout(backward: list[gs.Node], e: Emitter) -> int:
     otherwise turns every mask multiply and every skip-connection sum downstream back to plain layout,
     with a reorder around each convolution (ResNet-50: 40 reorders). A 1x1 depthwise Conv with unit
     weights (exact: x * 1) in front of such an operand makes it blocked, and the Relu that follows fuses
-    into it. Masks carry their channel count (``blocked_mask_channels``, set in autodiff/masks.py).
+    into it. Masks carry their channel count (``blocked_mask_channels``, set in autodiff/masks.py); so do
+    the guided Clip's penalties, whose Add (then fused into the anchor with the Relu) is treated alike.
     """
     blocked: dict[int, bool] = {}
     producer: dict[int, gs.Node] = {}
@@ -170,7 +169,7 @@ def keep_blocked_layout(backward: list[gs.Node], e: Emitter) -> int:
     inserted = 0
     for node in backward:
         masks = [t for t in node.inputs if hasattr(t, "blocked_mask_channels")]
-        if node.op == "Mul" and len(masks) == 1 and masks[0].blocked_mask_channels % 16 == 0:
+        if node.op in ("Mul", "Add") and len(masks) == 1 and masks[0].blocked_mask_channels % 16 == 0:
             k = 1 - node.inputs.index(masks[0])
             other = node.inputs[k]
             if not is_blocked(other):

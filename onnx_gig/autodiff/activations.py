@@ -34,7 +34,7 @@ import onnx_graphsurgeon as gs
 
 from .builder import build_gradient
 from .elementwise import mul
-from .masks import clip_mask, relu_mask
+from .masks import clip_mask, guided_clip_parts, relu_mask
 from .registry import PLAIN, GradContext, register
 
 Derivative = Callable[[GradContext, gs.Tensor], gs.Tensor]
@@ -96,7 +96,11 @@ def guided_relu(ctx: GradContext):
 
 
 def guided_clip(ctx: GradContext):
-    """GNL-IG's ReLU6/Clip: relu(g) * [lo < x < hi]."""
+    """GNL-IG's ReLU6/Clip: relu(g) * [lo < x < hi] (the upper bound as a fused penalty, masks.py)."""
+    parts = guided_clip_parts(ctx)
+    if parts is not None:
+        penalty, lower = parts
+        return [ctx.e.mul(ctx.e.relu(ctx.e.add(ctx.GO(0), penalty)), lower)]
     m = clip_mask(ctx)
     g = ctx.e.relu(ctx.GO(0))
     return [g if m is None else ctx.e.mul(g, m)]

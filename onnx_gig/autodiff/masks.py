@@ -13,9 +13,9 @@ from . import common
 from .registry import GradContext
 
 
-# Masks are built as Clip(k * (t - bound), 0, 1) with k a power of two: a scaled step that onnxruntime
-# keeps in its blocked NCHWc layout and fuses into a 1x1 depthwise Conv (Greater/Less/Cast/Where force
-# layout reorders and are several times slower). k is large enough that every float on the open side of
+# Masks are built as Clip(k * (t - bound), 0, 1) with k a power of two (one HardSigmoid node): a scaled
+# step that onnxruntime keeps in its blocked NCHWc layout (Greater/Less/Cast/Where force layout reorders
+# and are several times slower). k is large enough that every float on the open side of
 # the bound maps to >= 1, and k * t is exact, so the mask is exactly 0/1 with ONE documented edge: for the
 # bound 0 (ReLU, ReLU6's lower bound) k = 2^126, so a positive subnormal t (0 < t < 2^-126) gets the
 # fractional mask t * 2^126 instead of 1. Masks read the unit's output where that is equivalent
@@ -51,19 +51,13 @@ def step_mask(ctx: GradContext, t, bound: float, above: bool = True):
         return None  # comparisons instead: exact in any dtype (the float16 graph sets arith_masks=False)
     e = ctx.e
     w, b = (k, -k * float(np.float32(bound))) if above else (-k, k * float(np.float32(bound)))
+    # one HardSigmoid: max(0, min(1, k t + b)), element-wise in any layout; onnxruntime keeps it in the
+    # blocked NCHWc layout, and it costs half the 1x1 depthwise Conv + Clip it replaces (MobileNetV2
+    # GNL-IG -4.8 % 1-thread CPU); k t is exact, so the result is the same float as Clip(k t + b, 0, 1)
+    # beta 0 becomes -2^-126 (same floats: k t is 0 or >= 1 outside the subnormal edge): OpenVINO reads a
+    # HardSigmoid beta of 0 as its default 0.5
+    m = e.op("HardSigmoid", [t], {"alpha": float(w), "beta": float(b) if b != 0.0 else -(2.0 ** -126)})
     shape = t.shape
-    if shape is not None and len(shape) >= 3 and isinstance(shape[1], (int, np.integer)):
-        c = int(shape[1])  # a 1x1 depthwise Conv: onnxruntime fuses the Clip into it, in NCHWc layout
-        rank = len(shape)
-        ins = [t, e.const(np.full([c, 1] + [1] * (rank - 2), w, np.float32))]
-        if b != 0.0:
-            ins.append(e.const(np.full([c], b, np.float32)))
-        v = e.op("Conv", ins, {"group": c, "kernel_shape": [1] * (rank - 2)})
-    else:
-        v = e.mul(t, np.float32(w))
-        if b != 0.0:
-            v = e.add(v, np.float32(b))
-    m = e.op("Clip", [v, e.const(np.float32(0)), e.const(np.float32(1))])
     if shape is not None and len(shape) == 4 and isinstance(shape[1], (int, np.integer)):
         m.blocked_mask_channels = int(shape[1])  # see integrate.keep_blocked_layout
     return m
@@ -103,3 +97,53 @@ def clip_mask(ctx: GradContext):
         m = mh if m is None else e.mul(m, mh)
     return m
 
+
+
+# The guided Clip's upper bound as an additive penalty instead of a mask: relu(g + P) with P = 0 where
+# y < hi and P = -2^100 where y == hi equals relu(g) * [y < hi] for every |g| < 2^100. P is one 1x1
+# depthwise Conv + Clip of y, like a mask, but the Add and the Relu then fuse into the backward Conv that
+# produces g (onnxruntime's NCHWc Conv takes a summand and an activation): the mask multiply and the
+# product of the two ReLU6 masks disappear, two full passes over the tensor per ReLU6 (MobileNetV2).
+# Exact: with s the float spacing just below hi and a = 2^100 / s (a power of two), the Conv computes
+# -a*y + (a*hi - 2^100) with one rounding of an exact value that is >= 0 for y <= hi - s and exactly
+# -2^100 for y = hi (a*hi - 2^100 is representable: hi / s < 2^24).
+PENALTY = 2.0 ** 100
+
+
+def upper_penalty(ctx: GradContext, y, lo: Optional[float], hi: float):
+    """P(y) = 0 for y < hi, -2^100 for y = hi (y = Clip(x, lo, hi)), or None where that is not exact."""
+    e = ctx.e
+    if not common.FAST_PATHS or not getattr(e, "arith_masks", True) or e.dtype != np.float32 or lo is None:
+        return None
+    shape = y.shape
+    if shape is None or len(shape) < 3 or not isinstance(shape[1], (int, np.integer)):
+        return None
+    h32 = np.float32(hi)
+    spacing = float(h32) - float(np.nextafter(h32, np.float32(-np.inf)))
+    if not (2.0 ** -100 <= spacing) or not np.isfinite(h32):
+        return None
+    a = PENALTY / spacing
+    bias = a * float(h32) - PENALTY
+    if a * max(abs(float(lo)), abs(float(h32))) >= 2.0 ** 126 or float(np.float32(bias)) != bias \
+            or float(np.float32(a)) != a:
+        return None
+    c, rank = int(shape[1]), len(shape)
+    v = e.op("Conv", [y, e.const(np.full([c, 1] + [1] * (rank - 2), -a, np.float32)),
+                      e.const(np.full([c], bias, np.float32))], {"group": c, "kernel_shape": [1] * (rank - 2)})
+    p = e.op("Clip", [v, e.const(np.float32(-PENALTY)), e.const(np.float32(0))])
+    if len(shape) == 4:
+        p.blocked_mask_channels = c  # see integrate.keep_blocked_layout
+    return p
+
+
+def guided_clip_parts(ctx: GradContext):
+    """(penalty, lower mask or None) for relu(g + penalty) * mask = relu(g) [lo < x < hi], or None."""
+    (lo_known, lo_v), (hi_known, hi_v) = _const_scalar(ctx, 1, "min"), _const_scalar(ctx, 2, "max")
+    if not (lo_known and hi_known) or hi_v is None or lo_v is None:
+        return None
+    y = ctx.O(0)
+    penalty = upper_penalty(ctx, y, lo_v, hi_v)
+    if penalty is None:
+        return None
+    m = step_mask(ctx, y, lo_v, above=True)
+    return None if m is None else (penalty, m)

@@ -203,7 +203,7 @@ class OpenVinoGigModel:
 
 
 def _explanation(out: dict[str, np.ndarray]) -> Explanation:
-    from ..integrate import OUTPUTS
+    from ..contract import OUTPUTS
 
     return Explanation(attributions=out["attributions"], target=out["target_class"],
                        target_score=out["target_score"], baseline_score=out["baseline_score"], scores=out["scores"],

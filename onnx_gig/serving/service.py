@@ -33,7 +33,7 @@ from ..api import figure_title, guess_preprocess, label_of, softmax, top_classes
 from ..errors import GigError, InputError
 from ..heatmap import CMAPS, render_figure, saliency_map
 from ..imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
-from ..integrate import META_PREFIX
+from ..contract import META_PREFIX
 from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
 from ..runtime import GigModel
 from .signature import Signature, read_signature

@@ -17,7 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ModelError
-from ..integrate import META_PREFIX, OUTPUTS
+from ..contract import META_PREFIX, OUTPUTS
 
 # the defaulted inputs every converted model has (newer converters may add more; all are optional)
 CONTRACT_INPUTS = ("baseline", "alphas", "step_weights", "target")

@@ -29,7 +29,7 @@ import onnx
 from google.protobuf import text_encoding
 
 from ..errors import InputError, ModelError
-from ..integrate import META_PREFIX
+from ..contract import META_PREFIX
 from .signature import Signature, TensorSpec, read_signature
 
 DEVICES = ("auto", "gpu", "cpu")

@@ -1,0 +1,11 @@
+"""Names of the IG model's contract (inputs, outputs, metadata prefix), importable without the graph builders.
+
+``integrate`` builds models to this contract; ``runtime``, ``api`` and the serving code read it. Kept
+in its own small module so that running a converted model does not import onnx-graphsurgeon and the
+rule sets (cold-start time of ``onnx-gig explain``).
+"""
+from __future__ import annotations
+
+INPUTS = ("baseline", "alphas", "step_weights", "target")
+OUTPUTS = ("attributions", "target_class", "target_score", "baseline_score", "scores")
+META_PREFIX = "onnx_gig."
