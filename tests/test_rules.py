@@ -780,6 +780,24 @@ def test_cubic_resize(case):
     check_against_fd(m, randn(rng, *shape))
 
 
+@pytest.mark.parametrize("scales", [[1, 1, 2, 1.5], [1, 1, 0.5, 0.75]])
+def test_resize_tf_half_pixel_for_nn(scales):
+    """coordinate_transformation_mode tf_half_pixel_for_nn (opset 11-12, TensorFlow's nearest resize): the source
+    index is (i + 0.5) / scale; it used to end in a bare ValueError."""
+    rng = rng_for("tf_half_pixel_for_nn", scales)
+    m = single_op("Resize", (1, 2, 4, 4), [X, "roi", "scales"], {"roi": f32([]), "scales": f32(scales)}, opset=11,
+                  mode="nearest", coordinate_transformation_mode="tf_half_pixel_for_nn")
+    check_against_fd(m, randn(rng, 1, 2, 4, 4))
+
+
+def test_resize_crop_is_refused_by_name():
+    m = single_op("Resize", (1, 2, 4, 4), [X, "roi", "scales"], {"roi": f32([0, 0, 0, 0, 1, 1, 1, 1]),
+                  "scales": f32([1, 1, 2, 2])}, opset=11, mode="linear",
+                  coordinate_transformation_mode="tf_crop_and_resize")
+    with pytest.raises(UnsupportedOpError, match="Resize node 'the_resize'.*tf_crop_and_resize"):
+        build_vjp(m)
+
+
 ANTIALIAS_CASES = [
     ("linear_down_half", (1, 2, 8, 8), [1, 1, 0.5, 0.5], dict(mode="linear")),
     ("linear_down_0.375", (1, 1, 8, 9), [1, 1, 0.375, 0.5], dict(mode="linear")),

@@ -15,6 +15,8 @@ from .registry import GradContext, register
 def _source_coordinate(mode: str, i: np.ndarray, scale: float, in_size: int, out_size: int) -> np.ndarray:
     if mode == "asymmetric":
         return i / scale
+    if mode == "tf_half_pixel_for_nn":  # opset 11-12 (TensorFlow's nearest resize)
+        return (i + 0.5) / scale
     if mode == "half_pixel":
         return (i + 0.5) / scale - 0.5
     if mode == "pytorch_half_pixel":
@@ -27,6 +29,10 @@ def _source_coordinate(mode: str, i: np.ndarray, scale: float, in_size: int, out
         off = center * (1 - adj)
         return off + (i + 0.5) / scale - 0.5
     raise ValueError(mode)
+
+
+_CTMS = ("asymmetric", "tf_half_pixel_for_nn", "half_pixel", "pytorch_half_pixel", "align_corners",
+         "half_pixel_symmetric")
 
 
 def _nearest(x: np.ndarray, mode: str) -> np.ndarray:
@@ -121,7 +127,7 @@ def resize(ctx: GradContext):
     policy = ctx.attr("keep_aspect_ratio_policy", "stretch")
     policy = policy.decode() if isinstance(policy, bytes) else policy
     antialias = bool(int(ctx.attr("antialias", 0))) and mode != "nearest"
-    if mode not in ("nearest", "linear", "cubic") or ctm == "tf_crop_and_resize" \
+    if mode not in ("nearest", "linear", "cubic") or ctm not in _CTMS \
             or ctx.attr("axes") is not None or policy != "stretch":
         raise ctx.fail(f"only nearest/linear/cubic resizing without crop or axes is supported (mode '{mode}', "
                        f"coordinate_transformation_mode '{ctm}')")
