@@ -38,6 +38,18 @@ def rel_err(a, b) -> float:
 
 
 # -- single ops at run-time sizes: finite differences at two sizes from one backward graph --------------------
+def one_alpha_matches_autograd(gm: GigModel, net: torch.nn.Module, x: np.ndarray, same_target: bool = False) -> None:
+    """One step at alpha 1 (weight 1, baseline 0) gives x * grad: compare with float64 autograd of ``net``."""
+    attr, target = gm.session.run(["attributions", "target_class"], {
+        "image": x, "alphas": np.ones(1, np.float32), "step_weights": np.ones(1, np.float32)})
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    y = net.double()(xt)
+    if same_target:
+        np.testing.assert_array_equal(target, y.argmax(1).numpy())
+    y.gather(1, torch.as_tensor(target)[:, None]).sum().backward()
+    assert rel_err(attr, (xt.grad * xt).detach().numpy()) < 1e-5
+
+
 def dynamic_hw(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with its input's height and width symbolic."""
     dims = model.graph.input[0].type.tensor_type.shape.dim
@@ -165,14 +177,7 @@ def test_mobilenet_v3_gradient_at_one_alpha_matches_float64_autograd(mobilenet, 
     net, _, path = mobilenet
     gm = GigModel(path, device="cpu")
     x = np.random.default_rng(hw[0]).normal(size=(2, 3) + hw).astype(np.float32)
-    attr, target = gm.session.run(["attributions", "target_class"], {
-        "image": x, "alphas": np.ones(1, np.float32), "step_weights": np.ones(1, np.float32)})
-    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    y = net.double()(xt)
-    np.testing.assert_array_equal(target, y.argmax(1).numpy())
-    y.gather(1, torch.as_tensor(target)[:, None]).sum().backward()
-    ref = (xt.grad * xt).detach().numpy()  # alpha 1, weight 1, baseline 0: x * grad
-    assert rel_err(attr, ref) < 1e-5
+    one_alpha_matches_autograd(gm, net, x, same_target=True)
 
 
 @pytest.mark.parametrize("hw", SIZES)
@@ -211,11 +216,7 @@ def test_mobilenet_v3_from_the_dynamo_exporter(mobilenet, tmp_path):
                                                                 3: dim("w", min=32, max=1024)}])
     gm = GigModel(convert(src, tmp_path / "dynamo_gig.onnx", method="ig").path, device="cpu")
     x = np.random.default_rng(13).normal(size=(1, 3, 97, 113)).astype(np.float32)
-    attr, target = gm.session.run(["attributions", "target_class"], {
-        "image": x, "alphas": np.ones(1, np.float32), "step_weights": np.ones(1, np.float32)})
-    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    net.double()(xt)[0, int(target[0])].backward()
-    assert rel_err(attr, (xt.grad * xt).detach().numpy()) < 1e-5
+    one_alpha_matches_autograd(gm, net, x)
 
 
 def test_dims_written_as_minus_one_or_blank_are_dynamic(mobilenet, tmp_path):
@@ -229,11 +230,7 @@ def test_dims_written_as_minus_one_or_blank_are_dynamic(mobilenet, tmp_path):
     onnx.save(m, str(tmp_path / "paddle_style.onnx"))
     gm = GigModel(convert(tmp_path / "paddle_style.onnx", method="ig").path, device="cpu")
     x = np.random.default_rng(9).normal(size=(1, 3, 45, 71)).astype(np.float32)
-    attr, target = gm.session.run(["attributions", "target_class"], {
-        "image": x, "alphas": np.ones(1, np.float32), "step_weights": np.ones(1, np.float32)})
-    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    net.double()(xt)[0, int(target[0])].backward()
-    assert rel_err(attr, (xt.grad * xt).detach().numpy()) < 1e-5
+    one_alpha_matches_autograd(gm, net, x)
 
 
 def test_pinned_mobilenet_is_static_and_agrees(mobilenet, tmp_path):
