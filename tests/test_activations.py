@@ -58,6 +58,7 @@ UNITS = {
               "kink0"),
     "ThresholdedRelu": (dict(alpha=0.5), 17, {}, lambda t: t * (t > 0.5), "kink_half"),
     "HardSigmoid": (dict(alpha=0.2, beta=0.5), 17, {}, lambda t: (0.2 * t + 0.5).clamp(0, 1), "hardsig"),
+    "HardSigmoid_falling": (dict(alpha=-0.2, beta=0.5), 17, {}, lambda t: (0.5 - 0.2 * t).clamp(0, 1), "hardsig"),
     "HardSwish": ({}, 17, {}, F.hardswish, "hardswish"),
     "Sigmoid": ({}, 17, {}, torch.sigmoid, "smooth"),
     "Tanh": ({}, 17, {}, torch.tanh, "smooth"),
