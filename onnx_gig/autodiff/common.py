@@ -77,14 +77,19 @@ def static(d) -> bool:
     return isinstance(d, (int, np.integer))
 
 
-def const_axes(ctx: GradContext, rank: int, input_index: int = 1) -> Optional[list[int]]:
-    """Reduction axes from the attribute (opset < 18) or a constant input; [] = none given."""
+def reduce_axes(ctx: GradContext, rank: int) -> list[int]:
+    """A reduction's axes, sorted and non-negative, from the attribute (older opsets) or a constant input.
+
+    None given: every axis, or [] (the input passes unchanged) with ``noop_with_empty_axes``.
+    """
     axes = ctx.attr("axes")
-    if axes is None and ctx.has_input(input_index):
-        axes = ctx.const_value(input_index)
+    if axes is None and ctx.has_input(1):
+        axes = ctx.const_value(1)
         if axes is None:
-            raise ctx.fail("needs constant axes")
-    return sorted(int(a) % rank for a in axes) if axes is not None else []
+            raise ctx.fail("needs constant reduction axes")
+    if axes is None or len(axes) == 0:
+        return [] if int(ctx.attr("noop_with_empty_axes", 0)) else list(range(rank))
+    return sorted(int(a) % rank for a in axes)
 
 
 def constant_params(ctx: GradContext, what: str = "parameters") -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .common import (const_axes, conv_geometry, reshape_like, runtime_count, transpose_padding, transposed_to_input,
-                     window_valid_counts)
+from .common import (conv_geometry, reduce_axes, reshape_like, runtime_count, transpose_padding, transposed_to_input,
+                     window_valid_counts, zeros_like)
 from .registry import GradContext, register
 
 
@@ -125,11 +125,9 @@ def _global_max_pool(ctx: GradContext, g):
 
 def _reduce_max(ctx: GradContext, g):
     rank = len(ctx.shape(ctx.I(0)))
-    axes = const_axes(ctx, rank)
-    if not axes:
-        if int(ctx.attr("noop_with_empty_axes", 0)):
-            return [g, None]
-        axes = list(range(rank))
+    axes = reduce_axes(ctx, rank)
+    if not axes:  # noop_with_empty_axes: the input passes unchanged
+        return [g] + [None] * (len(ctx.node.inputs) - 1)
     return [_reduce_max_grad(ctx, g, axes, bool(int(ctx.attr("keepdims", 1))))] + [None] * (len(ctx.node.inputs) - 1)
 
 
@@ -214,9 +212,8 @@ def _topk(ctx: GradContext, g):
     """The values output's gradient goes to the selected elements (TopK's indices along ``axis``)."""
     if g is None:
         return [None, None]
-    e, x = ctx.e, ctx.I(0)
-    zero = e.op("ConstantOfShape", [e.shape(x)], {"value": gs.Constant(e.name("zero"), np.zeros(1, e.dtype))})
-    return [e.op("ScatterElements", [zero, ctx.O(1), g], {"axis": int(ctx.attr("axis", -1)), "reduction": "add"}),
+    e = ctx.e
+    return [e.op("ScatterElements", [zeros_like(ctx, ctx.I(0)), ctx.O(1), g], {"axis": int(ctx.attr("axis", -1)), "reduction": "add"}),
             None]
 
 
