@@ -164,7 +164,8 @@ def _to_target_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _drop_stale_attributes(graph: onnx.GraphProto, opset: int) -> None:
     """Down-conversion leaves newer attributes behind (ReduceMean 18 -> 13 keeps noop_with_empty_axes);
-    drop those the target opset's schema lacks when they hold their default, harmless value."""
+    drop those the target opset's schema lacks when they hold their default, harmless value; a reduction
+    with no axes and noop_with_empty_axes=1 becomes the Identity it is."""
     defaults = {"noop_with_empty_axes": 0}
     for node in graph.node:
         if node.domain not in ("", "ai.onnx"):
@@ -172,6 +173,12 @@ def _drop_stale_attributes(graph: onnx.GraphProto, opset: int) -> None:
         try:
             known = set(onnx.defs.get_schema(node.op_type, opset).attributes)
         except Exception:  # noqa: BLE001 - unknown op: leave it to the rules to refuse
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if "noop_with_empty_axes" not in known and attrs.get("noop_with_empty_axes") == 1 \
+                and not attrs.get("axes") and len(node.input) < 2:
+            node.op_type = "Identity"  # no axes and noop: the input passes unchanged, as opset 17 can only say so
+            del node.attribute[:]
             continue
         stale = [a for a in node.attribute if a.name not in known and a.name in defaults
                  and onnx.helper.get_attribute_value(a) == defaults[a.name]]

@@ -851,3 +851,20 @@ def test_einsum_broadcast_is_refused_by_name():
     m = single_op("Einsum", (1, 2, 3, 4), [X, "B"], {"B": f32(np.ones((1, 1, 4, 5)))}, equation="...ij,...jk->...ik")
     with pytest.raises(UnsupportedOpError, match="broadcasting inside Einsum"):
         build_vjp(m)
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("method", ["ig", "gnl-ig-all"])
+def test_reduction_with_noop_with_empty_axes_passes_the_gradient(op, method):
+    """No axes and noop_with_empty_axes=1 (opset 18): the input passes unchanged, and so does the gradient, with
+    or without an empty axes input. (Down-converted to opset 17 the attribute used to stay behind on ReduceMean
+    and ReduceMax, an invalid graph onnxruntime refused.)"""
+    from oracles import vjp
+
+    rng = rng_for("noop", op, method)
+    x, g = randn(rng, *XS), randn(rng, *XS)
+    for inputs, inits in (([X], {}), ([X, "axes"], {"axes": np.zeros(0, np.int64)})):
+        m = single_op(op, XS, inputs, inits, opset=18, noop_with_empty_axes=1)
+        got, y = vjp(m, x, g, method)
+        np.testing.assert_array_equal(y, x)
+        np.testing.assert_allclose(got, g, rtol=1e-6, atol=1e-7)
