@@ -212,9 +212,8 @@ def _topk(ctx: GradContext, g):
     """The values output's gradient goes to the selected elements (TopK's indices along ``axis``)."""
     if g is None:
         return [None, None]
-    e = ctx.e
-    return [e.op("ScatterElements", [zeros_like(ctx, ctx.I(0)), ctx.O(1), g], {"axis": int(ctx.attr("axis", -1)), "reduction": "add"}),
-            None]
+    attrs = {"axis": int(ctx.attr("axis", -1)), "reduction": "add"}
+    return [ctx.e.op("ScatterElements", [zeros_like(ctx, ctx.I(0)), ctx.O(1), g], attrs), None]
 
 
 @register("TopK")
