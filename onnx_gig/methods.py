@@ -126,8 +126,8 @@ def maps_of(attr: np.ndarray, layout: str = "NCHW", signed: bool = False) -> np.
 # --------------------------------------------------------------------------- converted models, cached
 
 
-CONVERTER_SOURCES = ("api.py", "errors.py", "image_input.py", "imageio.py", "integrate.py", "loader.py", "precision.py",
-                     "quadrature.py", "__init__.py")  # with autodiff/*.py: what a converted graph depends on
+CONVERTER_SOURCES = ("api.py", "errors.py", "image_input.py", "imageio.py", "integrate.py", "loader.py", "modelfile.py",
+                     "precision.py", "quadrature.py", "__init__.py")  # with autodiff/*.py: what a converted graph depends on
 
 
 def _fingerprint() -> str:
