@@ -7,7 +7,6 @@ the plain ones (ConvTranspose, Greater/Less/Cast) to float rounding; tests build
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import onnx_graphsurgeon as gs

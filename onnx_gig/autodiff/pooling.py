@@ -41,7 +41,6 @@ def averagepool(ctx: GradContext):
         return [_dynamic_averagepool(ctx, kernel)]
     strides, dil, pads, out = conv_geometry(ctx, x, kernel)
     spatial = ctx.spatial(x)
-    n = len(spatial)
     pads_t, opad = transpose_padding(spatial, out, kernel, strides, dil, pads)
     # 1/divisor per output position, exactly as the runtime divides: AvgPool(ones) = valid / divisor
     ones = np.ones([1, 1] + spatial, dtype=e.dtype)
@@ -65,7 +64,7 @@ def _dynamic_averagepool(ctx: GradContext, kernel: list[int]):
     e, x = ctx.e, ctx.I(0)
     if int(ctx.attr("ceil_mode", 0)):
         raise ctx.fail("needs static spatial sizes for a ceil_mode pool")
-    n, c = len(kernel), ctx.shape(x)[1]
+    c = ctx.shape(x)[1]
     if not isinstance(c, (int, np.integer)):
         raise ctx.fail(f"needs a static channel count, got {ctx.shape(x)}")
     ones = e.op("ConstantOfShape", [e.concat([e.const(np.ones(2, np.int64)), e.shape(x, start=2)], axis=0)],
