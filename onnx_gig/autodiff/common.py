@@ -176,6 +176,14 @@ def runtime_begin_pads(ctx: GradContext, x, kernel: list[int], strides: list[int
     return half if auto == "SAME_UPPER" else e.sub(total, half)
 
 
+def unshared_weight(ctx: GradContext, w, group: int, hint: str):
+    """A square constant weight ([C, C/G, ...]) as its own copy when a Conv and a ConvTranspose would both read
+    it: OpenVINO computes such a shared-weight ConvTranspose wrongly. Any other weight is returned as is."""
+    if isinstance(w, gs.Constant) and int(w.shape[0]) == int(w.shape[1]) * group:
+        return ctx.e.const(np.array(w.values, copy=True), hint=hint)
+    return w
+
+
 def transposed_to_input(ctx: GradContext, g, w, kernel: list[int], group: int):
     """The transposed window map of ``g`` (a Conv's input gradient) onto the input's run-time size.
 
@@ -187,8 +195,7 @@ def transposed_to_input(ctx: GradContext, g, w, kernel: list[int], group: int):
     strides, dil = _ints(ctx, "strides", n, 1), _ints(ctx, "dilations", n, 1)
     begin = runtime_begin_pads(ctx, x, kernel, strides, dil)
     static_begin = isinstance(begin, list)
-    if isinstance(w, gs.Constant) and int(w.shape[0]) == int(w.shape[1]) * group:
-        w = e.const(np.array(w.values, copy=True), hint="convT_w")  # OpenVINO: no weight shared with a Conv
+    w = unshared_weight(ctx, w, group, "convT_w")
     full = e.op("ConvTranspose", [g, w], {
         "strides": strides, "dilations": dil, "pads": (begin if static_begin else [0] * n) + [0] * n,
         "output_padding": [s - 1 for s in strides], "group": group, "kernel_shape": kernel})
