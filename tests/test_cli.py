@@ -77,6 +77,10 @@ def test_help_reads_well():
     p = run_cli("explain", "--help")
     for opt in ("--target", "--steps", "--rule", "--baseline", "--out", "--save-npy", "--max-memory"):
         assert opt in p.stdout
+    helped = " ".join(run_cli("convert", "--help").stdout.split()).replace("- ", "-")  # argparse wraps at hyphens
+    from onnx_gig.autodiff import rule_set_names
+    for method in rule_set_names():  # each method says what it does (gnl-ig-all was listed but not described)
+        assert f"{method}: " in helped, method
 
 
 def test_main_without_command_prints_help(capsys):
