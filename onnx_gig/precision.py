@@ -117,6 +117,8 @@ def _is_nonneg(graph: onnx.GraphProto, node: onnx.NodeProto, nonneg: set, inits:
         return True
     if node.op_type == "Clip":
         return _clip_low(graph, node) >= 0
+    if node.op_type in ("Resize", "Upsample") and any(a.name == "mode" and a.s == b"cubic" for a in node.attribute):
+        return False  # the cubic kernel's negative lobes overshoot below 0 at edges
     if node.op_type in _NONNEG_MOVING:
         return ok(node.input[0])
     if node.op_type in _NONNEG_COMBINING:
