@@ -246,7 +246,7 @@ def test_pinned_mobilenet_is_static_and_agrees(mobilenet, tmp_path):
         gm.explain(x[..., :64], n_steps=2)
     with pytest.raises(GigError, match="only dynamic dims can be pinned") as bad:
         convert(src, tmp_path / "bad.onnx", input_shape="1,4,80,96")
-    assert "--input-shape -1,4,80,96 disagrees" in str(bad.value), bad.value  # -1, not None, for a dim kept dynamic (the batch)
+    assert "--input-shape -1,4,80,96 disagrees" in str(bad.value), bad.value  # -1, not None: a dynamic dim
     with pytest.raises(GigError, match="has 3 dims but input 'image' has rank 4"):
         convert(src, tmp_path / "bad.onnx", input_shape="3,80,96")
 

@@ -212,7 +212,8 @@ def test_qdq_range_from_zero_after_an_upsampled_relu(mode, unit):
              h.make_node("QuantizeLinear", ["up", "s", "z"], ["q"]),
              h.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")]
     inits = [numpy_helper.from_array(np.asarray([1, 1, 2, 2], np.float32), "scales"),
-             numpy_helper.from_array(np.asarray(0.02, np.float32), "s"), numpy_helper.from_array(np.asarray(0, np.uint8), "z")]
+             numpy_helper.from_array(np.asarray(0.02, np.float32), "s"),
+             numpy_helper.from_array(np.asarray(0, np.uint8), "z")]
     graph = h.make_graph(nodes, "qdq", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
                          [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], initializer=inits)
     m = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
