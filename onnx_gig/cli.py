@@ -23,7 +23,8 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors as one line too, like every other error (the full usage is one --help away)."""
 
     def error(self, message: str):
-        self.exit(2, f"onnx-gig: error: {self.prog}: {message} (see '{self.prog} --help')\n")
+        where = "" if self.prog == "onnx-gig" else f"{self.prog}: "  # a subcommand's name, not the program's twice
+        self.exit(2, f"onnx-gig: error: {where}{message} (see '{self.prog} --help')\n")
 
 
 def build_parser(only: Optional[str] = None) -> tuple[argparse.ArgumentParser, dict]:

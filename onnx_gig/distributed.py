@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from .errors import GigError, InputError
-from .writer import ResultWriter
+from .writer import ResultWriter, draw_figure
 
 RAY_MISSING = "--ray needs Ray: pip install 'onnx-gig[ray]'"
 CPU_THREADS_PER_ACTOR = 4  # default split of a machine's cores on CPU: one actor per 4 cores
@@ -59,6 +59,7 @@ def ray_session(address: Optional[str] = None, num_cpus: Optional[int] = None) -
             else:
                 ray.init(address=address, **kw)
         except (ConnectionError, ValueError, RuntimeError) as exc:
+            ray.shutdown()  # whatever a failed start left running (a no-op when nothing started)
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise GigError(f"cannot connect to the Ray cluster at {address}: {first}") from None
     log, ctx = logging.getLogger("ray.data"), ray.data.DataContext.get_current()
@@ -140,8 +141,6 @@ class GigActor:
         except GigError as exc:
             self.error = _on_this_node(exc)
         self.options, self.npy, self.figures = options, npy, figures
-        self.drawer = ResultWriter.__new__(ResultWriter)  # for its figure(), which needs only the options:
-        self.drawer.options = options                     # the picture the one-process writer draws
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from .batch import ImageResult, explain_arrays
@@ -154,7 +153,7 @@ class GigActor:
             png = b""
             if self.figures and r.ok and r.attributions is not None:
                 buf = io.BytesIO()
-                self.drawer.figure(r).save(buf, format="PNG")
+                draw_figure(r, self.options).save(buf, format="PNG")  # the one-process writer's picture
                 png = buf.getvalue()
             pngs.append(png)
         out = {"index": np.asarray([r.index for r in results], np.int64),
@@ -370,9 +369,11 @@ def evaluate_ray(graphs: dict[str, Path], methods: list[str], items: list[tuple[
                     if key not in parts:
                         parts[key] = part
                         bar.update(len(part.indices) + len(part.errors))
-    got = sum(len(p.indices) + len(p.errors) for p in parts.values())
-    if got != len(rows):
-        raise GigError(f"Ray returned {got} of {len(rows)} images")
+    got = sorted([*(i for p in parts.values() for i in p.indices.tolist()),
+                  *(e[0] for p in parts.values() for e in p.errors)])
+    if got != sorted(given):  # every image exactly once, not just as many results as images
+        raise GigError(f"Ray returned {len(set(got))} of {len(rows)} images"
+                       + (f" ({len(got) - len(set(got))} twice)" if len(got) != len(set(got)) else ""))
     return list(parts.values())
 
 

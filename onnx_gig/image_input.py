@@ -88,7 +88,8 @@ def pin_input_shape(model: onnx.ModelProto, name: str, wanted: Sequence) -> None
         if i == 0 or w is None:
             continue
         if isinstance(h, int) and h != w:
-            raise InputError(f"--input-shape {list(wanted)} disagrees with input '{name}' {have} at dim {i}: "
+            shown = ",".join("-1" if d is None else str(d) for d in wanted)
+            raise InputError(f"--input-shape {shown} disagrees with input '{name}' {have} at dim {i}: "
                              "only dynamic dims can be pinned")
         d = vi.type.tensor_type.shape.dim[i]
         d.Clear()

@@ -8,9 +8,7 @@ class-score output identified (the scores before a final Softmax/LogSoftmax).
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -19,6 +17,8 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto, shape_inference, version_converter
 
 from .errors import ModelError
+from .modelfile import check_external_data, load_model, read_model_proto  # noqa: F401 - the loader API as before
+from .modelfile import first_line as _first_line
 
 TARGET_OPSET = 17
 BATCH = "N"
@@ -42,102 +42,6 @@ class ForwardGraph:
     def dynamic_dims(self) -> list[int]:
         """Indices of the image input's dims other than the batch that are not static."""
         return [i for i, d in enumerate(self.input_shape) if i > 0 and not isinstance(d, int)]
-
-
-def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read an ONNX file (external data beside it included); a bad file raises one readable line."""
-    p = Path(path)
-    model = read_model_proto(p)
-    check_external_data(model, p)
-    if uses_external_data(model):
-        try:
-            onnx.load_external_data_for_model(model, str(p.resolve().parent))
-        except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
-            raise ModelError(f"cannot read the external data of {p}: {_first_line(exc)}") from None
-    return model
-
-
-def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
-    """Parse an ONNX file without touching external data; a missing, empty or non-ONNX file raises one line."""
-    p = Path(path)
-    if not p.exists():
-        raise ModelError(f"model file not found: {p}")
-    if not p.is_file():
-        raise ModelError(f"{p} is not a file; give the path of an .onnx model")
-    if p.stat().st_size == 0:
-        raise ModelError(f"{p} is empty (0 bytes); export the model again")
-    what = "the file is truncated or not in ONNX format; download or export the model again"
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except OSError as exc:
-        raise ModelError(f"cannot read {p}: {exc.strerror or exc}") from None
-    except Exception:  # noqa: BLE001 - protobuf raises several unrelated types
-        raise ModelError(f"cannot read {p} as an ONNX model: {what}") from None
-    if not model.HasField("graph") or not model.graph.node or not model.opset_import:
-        raise ModelError(f"{p} holds no ONNX graph: {what}")
-    return model
-
-
-def _all_tensors(graph: onnx.GraphProto):
-    """Every TensorProto in a graph: initializers, Constant-like attributes, subgraphs."""
-    yield from graph.initializer
-    for sp in graph.sparse_initializer:
-        yield sp.values
-        yield sp.indices
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("sparse_tensor"):
-                yield attr.sparse_tensor.values
-                yield attr.sparse_tensor.indices
-            if attr.HasField("g"):
-                yield from _all_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _all_tensors(sub)
-
-
-def _external_tensors(model: onnx.ModelProto):
-    return [t for t in _all_tensors(model.graph) if t.data_location == TensorProto.EXTERNAL]
-
-
-def uses_external_data(model: onnx.ModelProto) -> bool:
-    return bool(_external_tensors(model))
-
-
-def check_external_data(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Refuse external-data references that leave the model's folder or point at missing/short files.
-
-    Checked before anything reads them: a model file must not make onnx-gig read files elsewhere.
-    """
-    p = Path(path)
-    folder = p.resolve().parent
-    for t in _external_tensors(model):
-        info = {e.key: e.value for e in t.external_data}
-        loc = info.get("location", "")
-        where = f"{p}: tensor '{t.name}' keeps its data in external file '{loc}'"
-        if not loc or os.path.isabs(loc) or Path(loc).drive:
-            raise ModelError(f"{where}, which is not a relative path inside the model's folder; refusing to read it "
-                             "(keep the .data file beside the model and save with a relative location)")
-        target = (folder / loc).resolve()
-        if folder != target and folder not in target.parents:
-            raise ModelError(f"{where}, which lies outside the model's folder {folder}; refusing to read it "
-                             "(keep the .data file beside the model)")
-        if not target.is_file():
-            raise ModelError(f"{where}, which is missing; copy it next to the model (it must sit in {folder})")
-        try:
-            end = int(info.get("offset", 0) or 0) + int(info.get("length", 0) or 0)
-        except ValueError:
-            raise ModelError(f"{where} with a non-numeric offset or length; export the model again") from None
-        if end > target.stat().st_size:
-            raise ModelError(f"{where}, which is shorter than the model says ({target.stat().st_size} bytes, "
-                             f"needs {end}); the .data file is truncated or belongs to another export")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else "no details"
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -164,7 +68,8 @@ def _to_target_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _drop_stale_attributes(graph: onnx.GraphProto, opset: int) -> None:
     """Down-conversion leaves newer attributes behind (ReduceMean 18 -> 13 keeps noop_with_empty_axes);
-    drop those the target opset's schema lacks when they hold their default, harmless value."""
+    drop those the target opset's schema lacks when they hold their default, harmless value; a reduction
+    with no axes and noop_with_empty_axes=1 becomes the Identity it is."""
     defaults = {"noop_with_empty_axes": 0}
     for node in graph.node:
         if node.domain not in ("", "ai.onnx"):
@@ -172,6 +77,12 @@ def _drop_stale_attributes(graph: onnx.GraphProto, opset: int) -> None:
         try:
             known = set(onnx.defs.get_schema(node.op_type, opset).attributes)
         except Exception:  # noqa: BLE001 - unknown op: leave it to the rules to refuse
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if "noop_with_empty_axes" not in known and attrs.get("noop_with_empty_axes") == 1 \
+                and not attrs.get("axes") and len(node.input) < 2:
+            node.op_type = "Identity"  # no axes and noop: the input passes unchanged, as opset 17 can only say so
+            del node.attribute[:]
             continue
         stale = [a for a in node.attribute if a.name not in known and a.name in defaults
                  and onnx.helper.get_attribute_value(a) == defaults[a.name]]

@@ -126,12 +126,16 @@ def maps_of(attr: np.ndarray, layout: str = "NCHW", signed: bool = False) -> np.
 # --------------------------------------------------------------------------- converted models, cached
 
 
+# with autodiff/*.py: the source a converted graph depends on (the cache key of converted models)
+CONVERTER_SOURCES = ("api.py", "errors.py", "image_input.py", "imageio.py", "integrate.py", "loader.py", "modelfile.py",
+                     "precision.py", "quadrature.py", "__init__.py")
+
+
 def _fingerprint() -> str:
     """A hash of the converter's own source, so a cache never outlives a change to the rules."""
     h = hashlib.sha256()
     root = Path(__file__).resolve().parent
-    files = [*root.glob("autodiff/*.py"), *(root / n for n in ("api.py", "imageio.py", "integrate.py", "loader.py",
-                                                            "quadrature.py", "__init__.py"))]
+    files = [*root.glob("autodiff/*.py"), *(root / n for n in CONVERTER_SOURCES)]
     for p in sorted(f for f in files if f.is_file()):
         h.update(p.relative_to(root).as_posix().encode())
         h.update(p.read_bytes())

@@ -30,22 +30,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from .modelfile import all_tensors
+
 F16, F32 = TensorProto.FLOAT16, TensorProto.FLOAT
 _TYPE_ATTRS = ("to", "dtype")  # Cast(to), EyeLike/RandomNormal*(dtype)
-
-
-def _tensors_of(graph: onnx.GraphProto):
-    """Initializers and tensor-valued attributes (ConstantOfShape's value, Constant's value), subgraphs included."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _tensors_of(attr.g)
-            for sub in attr.graphs:
-                yield from _tensors_of(sub)
 
 
 def _value_infos(graph: onnx.GraphProto):
@@ -68,7 +56,7 @@ def float16_as_float32(model: onnx.ModelProto) -> bool:
     """Rewrite a float16 (or mixed float16) model as the same graph in float32, in place; True if it had any."""
     g = model.graph
     changed = False
-    for t in _tensors_of(g):
+    for t in all_tensors(g):  # sparse initializers' values included
         if t.data_type == F16:
             arr = numpy_helper.to_array(t).astype(np.float32)
             t.CopyFrom(numpy_helper.from_array(arr, t.name))
@@ -129,6 +117,8 @@ def _is_nonneg(graph: onnx.GraphProto, node: onnx.NodeProto, nonneg: set, inits:
         return True
     if node.op_type == "Clip":
         return _clip_low(graph, node) >= 0
+    if node.op_type in ("Resize", "Upsample") and any(a.name == "mode" and a.s == b"cubic" for a in node.attribute):
+        return False  # the cubic kernel's negative lobes overshoot below 0 at edges
     if node.op_type in _NONNEG_MOVING:
         return ok(node.input[0])
     if node.op_type in _NONNEG_COMBINING:

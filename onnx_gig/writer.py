@@ -23,6 +23,16 @@ from .heatmap import render_figure, save_png, saliency_map
 TABLES = ("results.csv", "results.jsonl")
 
 
+def draw_figure(result: ImageResult, o: ExplainOptions):
+    """The figure (photo | map | overlay) of one result as the options ask; Ray actors draw with it too."""
+    from .api import figure_title
+
+    m = saliency_map(result.attributions, result.layout, o.clip_percentile, o.sign)
+    title = figure_title(result.label or "", result.probability or 0.0, result.method or "", o.steps, o.rule,
+                         o.baseline, o.clip_percentile)
+    return render_figure(result.photo, m, title, o.cmap, o.sign, o.alpha)
+
+
 class ResultWriter:
     """Figures ``DIR/<stem>_gig.png``, raw ``DIR/<stem>.npy`` (with ``npy``) and the two tables.
 
@@ -104,13 +114,7 @@ class ResultWriter:
 
     def figure(self, result: ImageResult):
         """The figure of one result, drawn with the writer's options."""
-        from .api import figure_title
-
-        o = self.options
-        m = saliency_map(result.attributions, result.layout, o.clip_percentile, o.sign)
-        title = figure_title(result.label or "", result.probability or 0.0, result.method or "", o.steps, o.rule,
-                             o.baseline, o.clip_percentile)
-        return render_figure(result.photo, m, title, o.cmap, o.sign, o.alpha)
+        return draw_figure(result, self.options)
 
     @property
     def written(self) -> int:
@@ -156,4 +160,4 @@ class ResultWriter:
             self.closed = True
 
 
-__all__ = ["ResultWriter", "TABLES"]
+__all__ = ["ResultWriter", "TABLES", "draw_figure"]

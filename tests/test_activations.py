@@ -58,6 +58,7 @@ UNITS = {
               "kink0"),
     "ThresholdedRelu": (dict(alpha=0.5), 17, {}, lambda t: t * (t > 0.5), "kink_half"),
     "HardSigmoid": (dict(alpha=0.2, beta=0.5), 17, {}, lambda t: (0.2 * t + 0.5).clamp(0, 1), "hardsig"),
+    "HardSigmoid_falling": (dict(alpha=-0.2, beta=0.5), 17, {}, lambda t: (0.5 - 0.2 * t).clamp(0, 1), "hardsig"),
     "HardSwish": ({}, 17, {}, F.hardswish, "hardswish"),
     "Sigmoid": ({}, 17, {}, torch.sigmoid, "smooth"),
     "Tanh": ({}, 17, {}, torch.tanh, "smooth"),
@@ -359,6 +360,10 @@ RESIZES = [
      dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")),
     ("nearest_x3_half_pixel", (1, 2, 3, 3), [1, 1, 3, 3], dict(mode="nearest")),
     ("nearest_1.5", (1, 2, 4, 4), [1, 1, 1.5, 1.5], dict(mode="nearest", coordinate_transformation_mode="asymmetric")),
+    # scales 0.6 and 0.45 put source coordinates on integers in float32 (onnxruntime) but just below in float64
+    ("nearest_floor_down_half_pixel", (1, 2, 7, 9), [1, 1, 0.6, 0.45], dict(mode="nearest", nearest_mode="floor")),
+    ("nearest_floor_down_asym", (1, 2, 7, 9), [1, 1, 0.6, 0.45],
+     dict(mode="nearest", nearest_mode="floor", coordinate_transformation_mode="asymmetric")),
     ("linear_half_pixel", (2, 2, 3, 4), [1, 1, 2, 2], dict(mode="linear")),
     ("linear_align_corners", (1, 2, 3, 4), [1, 1, 2.5, 2],
      dict(mode="linear", coordinate_transformation_mode="align_corners")),

@@ -77,8 +77,24 @@ def test_help_reads_well():
     p = run_cli("explain", "--help")
     for opt in ("--target", "--steps", "--rule", "--baseline", "--out", "--save-npy", "--max-memory"):
         assert opt in p.stdout
+    helped = " ".join(run_cli("convert", "--help").stdout.split()).replace("- ", "-")  # argparse wraps at hyphens
+    from onnx_gig.autodiff import rule_set_names
+    for method in rule_set_names():  # each method says what it does (gnl-ig-all was listed but not described)
+        assert f"{method}: " in helped, method
 
 
 def test_main_without_command_prints_help(capsys):
     assert main([]) == 2
     assert "convert" in capsys.readouterr().out
+
+
+def test_usage_errors_are_one_line_naming_the_program_once(capsys):
+    """An unknown option (argparse reports it from the top parser) and a subcommand's bad value: one line each,
+    the program named once ('onnx-gig: error: onnx-gig: ...' before)."""
+    for argv, where in ((["explain", "m.onnx", "x.png", "-o", "y.png"], "onnx-gig: error: unrecognized arguments"),
+                        (["explain", "m.onnx", "x.png", "--steps", "many"], "onnx-gig: error: onnx-gig explain: ")):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err.startswith(where) and err.count("\n") == 1, err
+        assert "error: onnx-gig:" not in err, err

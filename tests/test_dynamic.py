@@ -38,6 +38,18 @@ def rel_err(a, b) -> float:
 
 
 # -- single ops at run-time sizes: finite differences at two sizes from one backward graph --------------------
+def one_alpha_matches_autograd(gm: GigModel, net: torch.nn.Module, x: np.ndarray, same_target: bool = False) -> None:
+    """One step at alpha 1 (weight 1, baseline 0) gives x * grad: compare with float64 autograd of ``net``."""
+    attr, target = gm.session.run(["attributions", "target_class"], {
+        "image": x, "alphas": np.ones(1, np.float32), "step_weights": np.ones(1, np.float32)})
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    y = net.double()(xt)
+    if same_target:
+        np.testing.assert_array_equal(target, y.argmax(1).numpy())
+    y.gather(1, torch.as_tensor(target)[:, None]).sum().backward()
+    assert rel_err(attr, (xt.grad * xt).detach().numpy()) < 1e-5
+
+
 def dynamic_hw(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with its input's height and width symbolic."""
     dims = model.graph.input[0].type.tensor_type.shape.dim
@@ -71,6 +83,9 @@ OP_CASES = {
     "maxpool-ceil": lambda: single_op("MaxPool", [1, 2, 8, 8], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
     "instance-norm": lambda: single_op("InstanceNormalization", [1, 2, 8, 8], inputs=(X, "s", "b"),
                                        inits={"s": f32([1.5, -0.7]), "b": f32([0.1, 0.2])}),
+    "group-norm-per-channel-scale": lambda: single_op("GroupNormalization", [1, 2, 8, 8], inputs=(X, "s", "b"),
+                                                      inits={"s": f32([1.5, -0.7]), "b": f32([0.1, 0.2])}, opset=21,
+                                                      num_groups=1, epsilon=1e-3),
     "resize-nearest-x2": lambda: resize_case("nearest", "asymmetric", scales=[1, 1, 2, 2], nearest_mode="floor"),
     "resize-nearest-half-pixel": lambda: resize_case("nearest", "half_pixel", scales=[1, 1, 1.5, 0.5]),
     "resize-linear-half-pixel": lambda: resize_case("linear", "half_pixel", scales=[1, 1, 2, 0.75]),
@@ -165,14 +180,7 @@ def test_mobilenet_v3_gradient_at_one_alpha_matches_float64_autograd(mobilenet, 
     net, _, path = mobilenet
     gm = GigModel(path, device="cpu")
     x = np.random.default_rng(hw[0]).normal(size=(2, 3) + hw).astype(np.float32)
-    attr, target = gm.session.run(["attributions", "target_class"], {
-        "image": x, "alphas": np.ones(1, np.float32), "step_weights": np.ones(1, np.float32)})
-    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    y = net.double()(xt)
-    np.testing.assert_array_equal(target, y.argmax(1).numpy())
-    y.gather(1, torch.as_tensor(target)[:, None]).sum().backward()
-    ref = (xt.grad * xt).detach().numpy()  # alpha 1, weight 1, baseline 0: x * grad
-    assert rel_err(attr, ref) < 1e-5
+    one_alpha_matches_autograd(gm, net, x, same_target=True)
 
 
 @pytest.mark.parametrize("hw", SIZES)
@@ -211,11 +219,7 @@ def test_mobilenet_v3_from_the_dynamo_exporter(mobilenet, tmp_path):
                                                                 3: dim("w", min=32, max=1024)}])
     gm = GigModel(convert(src, tmp_path / "dynamo_gig.onnx", method="ig").path, device="cpu")
     x = np.random.default_rng(13).normal(size=(1, 3, 97, 113)).astype(np.float32)
-    attr, target = gm.session.run(["attributions", "target_class"], {
-        "image": x, "alphas": np.ones(1, np.float32), "step_weights": np.ones(1, np.float32)})
-    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    net.double()(xt)[0, int(target[0])].backward()
-    assert rel_err(attr, (xt.grad * xt).detach().numpy()) < 1e-5
+    one_alpha_matches_autograd(gm, net, x)
 
 
 def test_dims_written_as_minus_one_or_blank_are_dynamic(mobilenet, tmp_path):
@@ -229,11 +233,7 @@ def test_dims_written_as_minus_one_or_blank_are_dynamic(mobilenet, tmp_path):
     onnx.save(m, str(tmp_path / "paddle_style.onnx"))
     gm = GigModel(convert(tmp_path / "paddle_style.onnx", method="ig").path, device="cpu")
     x = np.random.default_rng(9).normal(size=(1, 3, 45, 71)).astype(np.float32)
-    attr, target = gm.session.run(["attributions", "target_class"], {
-        "image": x, "alphas": np.ones(1, np.float32), "step_weights": np.ones(1, np.float32)})
-    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    net.double()(xt)[0, int(target[0])].backward()
-    assert rel_err(attr, (xt.grad * xt).detach().numpy()) < 1e-5
+    one_alpha_matches_autograd(gm, net, x)
 
 
 def test_pinned_mobilenet_is_static_and_agrees(mobilenet, tmp_path):
@@ -247,8 +247,9 @@ def test_pinned_mobilenet_is_static_and_agrees(mobilenet, tmp_path):
     assert rel_err(a, b) < 1e-5
     with pytest.raises(GigError, match="expects"):
         gm.explain(x[..., :64], n_steps=2)
-    with pytest.raises(GigError, match="only dynamic dims can be pinned"):
+    with pytest.raises(GigError, match="only dynamic dims can be pinned") as bad:
         convert(src, tmp_path / "bad.onnx", input_shape="1,4,80,96")
+    assert "--input-shape -1,4,80,96 disagrees" in str(bad.value), bad.value  # -1, not None: a dynamic dim
     with pytest.raises(GigError, match="has 3 dims but input 'image' has rank 4"):
         convert(src, tmp_path / "bad.onnx", input_shape="3,80,96")
 

@@ -157,3 +157,29 @@ def test_cli_eval_runs(tiny, tmp_path):
     assert [r["method"] for r in rows] == ["gradient", "random"]
     p = run_cli("eval", model, tmp_path / "missing.png", "--out-dir", tmp_path / "ev2")
     assert p.returncode == 2 and "missing.png" in p.stderr
+
+
+def test_the_conversion_cache_key_covers_every_module_conversion_reads():
+    """Converted models are cached under a hash of the converter's source (methods.CONVERTER_SOURCES and
+    autodiff/): every package module that loader.py and integrate.py import, lazily or not, is in it, so no
+    cached graph outlives a change to them (image_input.py and precision.py were not)."""
+    import ast
+
+    import onnx_gig
+    from onnx_gig.methods import CONVERTER_SOURCES
+
+    root = Path(onnx_gig.__file__).parent
+    todo, seen = ["loader.py", "integrate.py"], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((root / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                mod = (node.module or "").split(".")[0]
+                for target in ([mod] if mod else [a.name for a in node.names]):
+                    if target != "autodiff" and (root / f"{target}.py").is_file():
+                        todo.append(f"{target}.py")
+    missing = sorted(seen - set(CONVERTER_SOURCES))
+    assert not missing, f"conversion reads {missing}, which the cache key does not hash"

@@ -198,3 +198,31 @@ def test_activation_pair_after_a_nonnegative_tensor_is_identity():
     assert dequantize_qdq(m) == 2
     by_out = {n.output[0]: n.op_type for n in m.graph.node}
     assert by_out["cd"] == "Clip" and by_out["y"] == "Identity"
+
+
+@pytest.mark.parametrize("mode,unit", [("nearest", "Identity"), ("linear", "Identity"), ("cubic", "Clip")])
+def test_qdq_range_from_zero_after_an_upsampled_relu(mode, unit):
+    """Relu -> Resize -> Q/DQ with a range starting at 0: nearest and linear resizing keep the ReLU's output
+    non-negative, so the pair is the identity; a cubic one overshoots below 0 at edges, so the range really
+    clips and the pair stays a Clip (it was taken for an identity)."""
+    from onnx_gig.precision import dequantize_qdq
+
+    nodes = [h.make_node("Relu", ["x"], ["r"]),
+             h.make_node("Resize", ["r", "", "scales"], ["up"], mode=mode),
+             h.make_node("QuantizeLinear", ["up", "s", "z"], ["q"]),
+             h.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")]
+    inits = [numpy_helper.from_array(np.asarray([1, 1, 2, 2], np.float32), "scales"),
+             numpy_helper.from_array(np.asarray(0.02, np.float32), "s"),
+             numpy_helper.from_array(np.asarray(0, np.uint8), "z")]
+    graph = h.make_graph(nodes, "qdq", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], initializer=inits)
+    m = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 1:3, 1:3] = 4.0  # a bright square on black: cubic upsampling dips below 0 around it
+    head = h.make_model(h.make_graph(nodes[:2], "up", graph.input, [
+        h.make_tensor_value_info("up", onnx.TensorProto.FLOAT, None)], initializer=inits[:1]),
+        opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+    up = ort.InferenceSession(head.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert (up.min() < 0) == (mode == "cubic")
+    assert dequantize_qdq(m) == 1
+    assert next(n for n in m.graph.node if n.name == "dq").op_type == unit

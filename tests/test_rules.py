@@ -780,6 +780,24 @@ def test_cubic_resize(case):
     check_against_fd(m, randn(rng, *shape))
 
 
+@pytest.mark.parametrize("scales", [[1, 1, 2, 1.5], [1, 1, 0.5, 0.75]])
+def test_resize_tf_half_pixel_for_nn(scales):
+    """coordinate_transformation_mode tf_half_pixel_for_nn (opset 11-12, TensorFlow's nearest resize): the source
+    index is (i + 0.5) / scale; it used to end in a bare ValueError."""
+    rng = rng_for("tf_half_pixel_for_nn", scales)
+    m = single_op("Resize", (1, 2, 4, 4), [X, "roi", "scales"], {"roi": f32([]), "scales": f32(scales)}, opset=11,
+                  mode="nearest", coordinate_transformation_mode="tf_half_pixel_for_nn")
+    check_against_fd(m, randn(rng, 1, 2, 4, 4))
+
+
+def test_resize_crop_is_refused_by_name():
+    m = single_op("Resize", (1, 2, 4, 4), [X, "roi", "scales"], {"roi": f32([0, 0, 0, 0, 1, 1, 1, 1]),
+                  "scales": f32([1, 1, 2, 2])}, opset=11, mode="linear",
+                  coordinate_transformation_mode="tf_crop_and_resize")
+    with pytest.raises(UnsupportedOpError, match="Resize node 'the_resize'.*tf_crop_and_resize"):
+        build_vjp(m)
+
+
 ANTIALIAS_CASES = [
     ("linear_down_half", (1, 2, 8, 8), [1, 1, 0.5, 0.5], dict(mode="linear")),
     ("linear_down_0.375", (1, 1, 8, 9), [1, 1, 0.375, 0.5], dict(mode="linear")),
@@ -833,3 +851,20 @@ def test_einsum_broadcast_is_refused_by_name():
     m = single_op("Einsum", (1, 2, 3, 4), [X, "B"], {"B": f32(np.ones((1, 1, 4, 5)))}, equation="...ij,...jk->...ik")
     with pytest.raises(UnsupportedOpError, match="broadcasting inside Einsum"):
         build_vjp(m)
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("method", ["ig", "gnl-ig-all"])
+def test_reduction_with_noop_with_empty_axes_passes_the_gradient(op, method):
+    """No axes and noop_with_empty_axes=1 (opset 18): the input passes unchanged, and so does the gradient, with
+    or without an empty axes input. (Down-converted to opset 17 the attribute used to stay behind on ReduceMean
+    and ReduceMax, an invalid graph onnxruntime refused.)"""
+    from oracles import vjp
+
+    rng = rng_for("noop", op, method)
+    x, g = randn(rng, *XS), randn(rng, *XS)
+    for inputs, inits in (([X], {}), ([X, "axes"], {"axes": np.zeros(0, np.int64)})):
+        m = single_op(op, XS, inputs, inits, opset=18, noop_with_empty_axes=1)
+        got, y = vjp(m, x, g, method)
+        np.testing.assert_array_equal(y, x)
+        np.testing.assert_allclose(got, g, rtol=1e-6, atol=1e-7)

@@ -202,7 +202,7 @@ def d_thresholded_relu(ctx, x):
     return _gt(ctx.e, x, _alpha(ctx, 1.0))
 
 
-@unit("HardSigmoid")
+@unit("HardSigmoid", monotone=lambda ctx: _alpha(ctx, 0.2) >= 0)  # a negative alpha makes it a falling ramp
 def d_hard_sigmoid(ctx, x):
     e, a = ctx.e, _alpha(ctx, 0.2)
     y = ctx.O(0)  # [0 < a x + b < 1] read from y = clip(a x + b, 0, 1)

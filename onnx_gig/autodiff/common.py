@@ -7,7 +7,6 @@ the plain ones (ConvTranspose, Greater/Less/Cast) to float rounding; tests build
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -77,14 +76,19 @@ def static(d) -> bool:
     return isinstance(d, (int, np.integer))
 
 
-def const_axes(ctx: GradContext, rank: int, input_index: int = 1) -> Optional[list[int]]:
-    """Reduction axes from the attribute (opset < 18) or a constant input; [] = none given."""
+def reduce_axes(ctx: GradContext, rank: int) -> list[int]:
+    """A reduction's axes, sorted and non-negative, from the attribute (older opsets) or a constant input.
+
+    None given: every axis, or [] (the input passes unchanged) with ``noop_with_empty_axes``.
+    """
     axes = ctx.attr("axes")
-    if axes is None and ctx.has_input(input_index):
-        axes = ctx.const_value(input_index)
+    if axes is None and ctx.has_input(1):
+        axes = ctx.const_value(1)
         if axes is None:
-            raise ctx.fail("needs constant axes")
-    return sorted(int(a) % rank for a in axes) if axes is not None else []
+            raise ctx.fail("needs constant reduction axes")
+    if axes is None or len(axes) == 0:
+        return [] if int(ctx.attr("noop_with_empty_axes", 0)) else list(range(rank))
+    return sorted(int(a) % rank for a in axes)
 
 
 def constant_params(ctx: GradContext, what: str = "parameters") -> None:
@@ -172,6 +176,14 @@ def runtime_begin_pads(ctx: GradContext, x, kernel: list[int], strides: list[int
     return half if auto == "SAME_UPPER" else e.sub(total, half)
 
 
+def unshared_weight(ctx: GradContext, w, group: int, hint: str):
+    """A square constant weight ([C, C/G, ...]) as its own copy when a Conv and a ConvTranspose would both read
+    it: OpenVINO computes such a shared-weight ConvTranspose wrongly. Any other weight is returned as is."""
+    if isinstance(w, gs.Constant) and int(w.shape[0]) == int(w.shape[1]) * group:
+        return ctx.e.const(np.array(w.values, copy=True), hint=hint)
+    return w
+
+
 def transposed_to_input(ctx: GradContext, g, w, kernel: list[int], group: int):
     """The transposed window map of ``g`` (a Conv's input gradient) onto the input's run-time size.
 
@@ -183,8 +195,7 @@ def transposed_to_input(ctx: GradContext, g, w, kernel: list[int], group: int):
     strides, dil = _ints(ctx, "strides", n, 1), _ints(ctx, "dilations", n, 1)
     begin = runtime_begin_pads(ctx, x, kernel, strides, dil)
     static_begin = isinstance(begin, list)
-    if isinstance(w, gs.Constant) and int(w.shape[0]) == int(w.shape[1]) * group:
-        w = e.const(np.array(w.values, copy=True), hint="convT_w")  # OpenVINO: no weight shared with a Conv
+    w = unshared_weight(ctx, w, group, "convT_w")
     full = e.op("ConvTranspose", [g, w], {
         "strides": strides, "dilations": dil, "pads": (begin if static_begin else [0] * n) + [0] * n,
         "output_padding": [s - 1 for s in strides], "group": group, "kernel_shape": kernel})

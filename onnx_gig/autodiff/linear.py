@@ -158,8 +158,7 @@ def conv_transpose(ctx: GradContext):
         g = e.slice(g, [c[1] for c in crop], [c[2] for c in crop], [2 + c[0] for c in crop])
     pads = [max(0, b) for b in begin] + [max(0, en) for en in end]
     group = int(ctx.attr("group", 1))
-    if isinstance(w, gs.Constant) and ctx.shape(w)[0] == ctx.shape(w)[1] * group:
-        w = e.const(np.array(w.values, copy=True), hint="conv_w")  # OpenVINO: no square weight shared by both
+    w = common.unshared_weight(ctx, w, group, "conv_w")
     return [e.op("Conv", [g, w], {"strides": strides, "dilations": dil, "pads": pads,
                                   "group": group, "kernel_shape": kernel}), None, None][
         :len(ctx.node.inputs)]

@@ -63,19 +63,20 @@ def lrn(ctx: GradContext):
 
 
 # -- layer and instance normalisation ---------------------------------------------------------------------
-def _normalise_grad(ctx: GradContext, axes: list[int], scale, x=None, g=None, count: int | None = None,
-                    eps: float | None = None):
+def _normalise_grad(ctx: GradContext, axes: list[int], scale, x=None, g=None, count=None, eps: float | None = None):
     """y = (x - mean) / sqrt(var + eps) * scale + bias over ``axes``: the input gradient.
 
     dx = rstd (gs - mean(gs) - xhat mean(gs xhat)), gs = g * scale (means over ``axes``). ``x``, ``g`` default to
-    the node's input and arriving gradient; ``count`` (the number of elements normalised together) to the
-    product of x's static sizes on ``axes``.
+    the node's input and arriving gradient; ``count`` (the number of elements normalised together: an int, or a
+    scalar tensor read at run time) to the product of x's sizes on ``axes``.
     """
     e = ctx.e
     x = ctx.I(0) if x is None else x
     g = ctx.GO(0) if g is None else g
     runtime_n = None
-    if count is None:
+    if count is not None and not isinstance(count, int):  # a count read at run time (a scalar tensor)
+        runtime_n, count = count, None
+    elif count is None:
         sx = ctx.shape(x)
         sizes = [sx[a] for a in axes]
         if all(static(d) for d in sizes):
@@ -121,15 +122,21 @@ def group_norm(ctx: GradContext):
     constant_params(ctx, "scale and bias")
     e, x = ctx.e, ctx.I(0)
     sx = ctx.shape(x)
-    if not all(static(d) for d in sx[1:]):
-        raise ctx.fail(f"needs static channel and spatial sizes, got {sx}")
-    c, rest = int(sx[1]), [int(d) for d in sx[2:]]
-    groups = int(ctx.attr("num_groups"))
-    view = [-1, groups, c // groups] + rest
-    ones = [1] * len(rest)
+    if not static(sx[1]):
+        raise ctx.fail(f"needs a static channel count, got {sx}")
+    c, groups = int(sx[1]), int(ctx.attr("num_groups"))
     sv = ctx.const_value(1)
     n_scale = int(sv.size) if sv is not None else (int(ctx.shape(ctx.I(1))[0]) if ctx.shape(ctx.I(1)) else c)
     per_channel = n_scale == c and groups != c
+    if not all(static(d) for d in sx[2:]):  # image sizes read at run time: spatial axes flattened into one
+        scale = e.reshape(ctx.I(1), [groups, c // groups if per_channel else 1, 1])
+        count = e.mul(runtime_count(ctx, x, list(range(2, len(sx)))), F(c // groups))
+        view = [0, groups, c // groups, -1]
+        dx = _normalise_grad(ctx, [2, 3], scale, e.reshape(x, view), e.reshape(ctx.GO(0), view), count=count)
+        return [e.reshape(dx, e.shape(x)), None, None]
+    rest = [int(d) for d in sx[2:]]
+    view = [-1, groups, c // groups] + rest
+    ones = [1] * len(rest)
     scale = e.reshape(ctx.I(1), [groups, c // groups if per_channel else 1] + ones)
     axes = list(range(2, 3 + len(rest)))
     dx = _normalise_grad(ctx, axes, scale, e.reshape(x, view), e.reshape(ctx.GO(0), view),

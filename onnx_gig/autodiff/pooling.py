@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .common import (const_axes, conv_geometry, reshape_like, runtime_count, transpose_padding, transposed_to_input,
-                     window_valid_counts)
+from .common import (conv_geometry, reduce_axes, reshape_like, runtime_count, transpose_padding, transposed_to_input,
+                     window_valid_counts, zeros_like)
 from .registry import GradContext, register
 
 
@@ -41,7 +41,6 @@ def averagepool(ctx: GradContext):
         return [_dynamic_averagepool(ctx, kernel)]
     strides, dil, pads, out = conv_geometry(ctx, x, kernel)
     spatial = ctx.spatial(x)
-    n = len(spatial)
     pads_t, opad = transpose_padding(spatial, out, kernel, strides, dil, pads)
     # 1/divisor per output position, exactly as the runtime divides: AvgPool(ones) = valid / divisor
     ones = np.ones([1, 1] + spatial, dtype=e.dtype)
@@ -65,7 +64,7 @@ def _dynamic_averagepool(ctx: GradContext, kernel: list[int]):
     e, x = ctx.e, ctx.I(0)
     if int(ctx.attr("ceil_mode", 0)):
         raise ctx.fail("needs static spatial sizes for a ceil_mode pool")
-    n, c = len(kernel), ctx.shape(x)[1]
+    c = ctx.shape(x)[1]
     if not isinstance(c, (int, np.integer)):
         raise ctx.fail(f"needs a static channel count, got {ctx.shape(x)}")
     ones = e.op("ConstantOfShape", [e.concat([e.const(np.ones(2, np.int64)), e.shape(x, start=2)], axis=0)],
@@ -125,11 +124,9 @@ def _global_max_pool(ctx: GradContext, g):
 
 def _reduce_max(ctx: GradContext, g):
     rank = len(ctx.shape(ctx.I(0)))
-    axes = const_axes(ctx, rank)
-    if not axes:
-        if int(ctx.attr("noop_with_empty_axes", 0)):
-            return [g, None]
-        axes = list(range(rank))
+    axes = reduce_axes(ctx, rank)
+    if not axes:  # noop_with_empty_axes: the input passes unchanged
+        return [g] + [None] * (len(ctx.node.inputs) - 1)
     return [_reduce_max_grad(ctx, g, axes, bool(int(ctx.attr("keepdims", 1))))] + [None] * (len(ctx.node.inputs) - 1)
 
 
@@ -214,10 +211,8 @@ def _topk(ctx: GradContext, g):
     """The values output's gradient goes to the selected elements (TopK's indices along ``axis``)."""
     if g is None:
         return [None, None]
-    e, x = ctx.e, ctx.I(0)
-    zero = e.op("ConstantOfShape", [e.shape(x)], {"value": gs.Constant(e.name("zero"), np.zeros(1, e.dtype))})
-    return [e.op("ScatterElements", [zero, ctx.O(1), g], {"axis": int(ctx.attr("axis", -1)), "reduction": "add"}),
-            None]
+    attrs = {"axis": int(ctx.attr("axis", -1)), "reduction": "add"}
+    return [ctx.e.op("ScatterElements", [zeros_like(ctx, ctx.I(0)), ctx.O(1), g], attrs), None]
 
 
 @register("TopK")

@@ -7,28 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import constant_params, runtime_count
+from .common import constant_params, reduce_axes, runtime_count
 from .registry import GradContext, register
 
 F = np.float32
-
-
-def _reduce_axes(ctx: GradContext, rank: int) -> list[int]:
-    axes = ctx.attr("axes")
-    if axes is None:
-        axes = ctx.const_value(1)
-    if axes is None or len(axes) == 0:
-        if ctx.has_input(1) and ctx.const_value(1) is None:
-            raise ctx.fail("needs constant reduction axes")
-        return [] if int(ctx.attr("noop_with_empty_axes", 0)) else list(range(rank))
-    return sorted(int(a) % rank for a in axes)
 
 
 @register("ReduceMean", "ReduceSum")
 def reduce_mean_sum(ctx: GradContext):
     x, e = ctx.I(0), ctx.e
     sx = ctx.shape(x)
-    axes = _reduce_axes(ctx, len(sx))
+    axes = reduce_axes(ctx, len(sx))
     g = ctx.GO(0)
     if not axes:
         return [g]
@@ -48,7 +37,7 @@ def reduce_mean_sum(ctx: GradContext):
 def _broadcast_back(ctx: GradContext, t):
     """A reduced tensor (g or y) with its reduced axes restored as size 1, so it broadcasts against x."""
     rank = len(ctx.shape(ctx.I(0)))
-    axes = _reduce_axes(ctx, rank)
+    axes = reduce_axes(ctx, rank)
     return ctx.e.unsqueeze(t, axes) if axes and not int(ctx.attr("keepdims", 1)) else t
 
 
@@ -61,7 +50,7 @@ def reduce_smooth(ctx: GradContext):
     (L2) or are undefined (Prod with a zero factor).
     """
     e, x, op = ctx.e, ctx.I(0), ctx.node.op
-    if not _reduce_axes(ctx, len(ctx.shape(x))):
+    if not reduce_axes(ctx, len(ctx.shape(x))):
         return [ctx.GO(0)]  # noop_with_empty_axes: the input passes unchanged
     g, y = _broadcast_back(ctx, ctx.GO(0)), _broadcast_back(ctx, ctx.O(0))
     if op == "ReduceL1":

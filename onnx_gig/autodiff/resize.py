@@ -13,20 +13,32 @@ from .registry import GradContext, register
 
 
 def _source_coordinate(mode: str, i: np.ndarray, scale: float, in_size: int, out_size: int) -> np.ndarray:
+    """The input coordinate of each output index, in float32 as onnxruntime computes it: a nearest pick
+    (floor, rounding) of a coordinate a float64 computation puts just below an integer would differ."""
+    i, scale = np.asarray(i, np.float32), np.float32(scale)
+    n, m = np.float32(in_size), np.float32(out_size)
+    half, one, zero = np.float32(0.5), np.float32(1), np.zeros_like(i)  # float32 constants under numpy 1 and 2
     if mode == "asymmetric":
-        return i / scale
-    if mode == "half_pixel":
-        return (i + 0.5) / scale - 0.5
-    if mode == "pytorch_half_pixel":
-        return (i + 0.5) / scale - 0.5 if out_size > 1 else np.zeros_like(i, dtype=np.float64)
-    if mode == "align_corners":
-        return i * (in_size - 1) / (out_size - 1) if out_size > 1 else np.zeros_like(i, dtype=np.float64)
-    if mode == "half_pixel_symmetric":
-        adj = out_size / (scale * in_size)
-        center = in_size / 2
-        off = center * (1 - adj)
-        return off + (i + 0.5) / scale - 0.5
-    raise ValueError(mode)
+        x = i / scale
+    elif mode == "tf_half_pixel_for_nn":  # opset 11-12 (TensorFlow's nearest resize)
+        x = (i + half) / scale
+    elif mode == "half_pixel":
+        x = (i + half) / scale - half
+    elif mode == "pytorch_half_pixel":
+        x = (i + half) / scale - half if out_size > 1 else zero
+    elif mode == "align_corners":
+        x = i * (n - one) / (m - one) if out_size > 1 else zero
+    elif mode == "half_pixel_symmetric":
+        adj = m / (scale * n)
+        off = n * half * (one - adj)
+        x = off + (i + half) / scale - half
+    else:
+        raise ValueError(mode)
+    return x.astype(np.float64)
+
+
+_CTMS = ("asymmetric", "tf_half_pixel_for_nn", "half_pixel", "pytorch_half_pixel", "align_corners",
+         "half_pixel_symmetric")
 
 
 def _nearest(x: np.ndarray, mode: str) -> np.ndarray:
@@ -121,7 +133,7 @@ def resize(ctx: GradContext):
     policy = ctx.attr("keep_aspect_ratio_policy", "stretch")
     policy = policy.decode() if isinstance(policy, bytes) else policy
     antialias = bool(int(ctx.attr("antialias", 0))) and mode != "nearest"
-    if mode not in ("nearest", "linear", "cubic") or ctm == "tf_crop_and_resize" \
+    if mode not in ("nearest", "linear", "cubic") or ctm not in _CTMS \
             or ctx.attr("axes") is not None or policy != "stretch":
         raise ctx.fail(f"only nearest/linear/cubic resizing without crop or axes is supported (mode '{mode}', "
                        f"coordinate_transformation_mode '{ctm}')")

@@ -18,7 +18,8 @@ def configure(c: argparse.ArgumentParser) -> None:
     c.add_argument("-o", "--output", help="where to write (default: MODEL_gig.onnx beside the model)")
     c.add_argument("--method", default="gnl-ig", choices=rule_set_names(),
                    help="gnl-ig: guided ReLU/ReLU6/max-pool (default); ig: plain Integrated Gradients; "
-                        "gnl-ig-authors: the authors' max-pool mask variant")
+                        "gnl-ig-all: every non-linear unit guided (GELU, SiLU, sigmoid, ...: transformers, "
+                        "ConvNeXt); gnl-ig-authors: the authors' max-pool mask variant")
     c.add_argument("--input", dest="input_name", help="image input name (default: the model's only image input)")
     c.add_argument("--output-name", help="output to explain (default: the first float output; the scores "
                                          "before a final Softmax/LogSoftmax are explained)")
