@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import onnx
 
 from .contract import META_PREFIX
 from .errors import GigError, InputError, ModelError
 from .fileio import atomic_path, check_output
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options, render_figure, save_png, saliency_map
 from .imageio import DYNAMIC_SHORT_SIDE, METADATA_KEY, Preprocess, load_input, make_baseline
-from .loader import check_external_data, read_model_proto
+from .modelhead import check_external_refs, read_head
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
 from .runtime import GigModel, parse_memory
 
@@ -171,6 +170,8 @@ def _refuse_converted(model: onnx.ModelProto, path: Path) -> None:
 def _refuse_ambiguous_outputs(model: onnx.ModelProto) -> None:
     """Several float outputs that are not one score tensor (behind Identity or a final Softmax): ask which."""
     graph = model.graph
+    import onnx
+
     floats = [o for o in graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
     producer = {o: n for n in graph.node for o in n.output}
 
@@ -207,6 +208,8 @@ def _check_supported(fg, rules) -> None:
 
 def save_model(model: onnx.ModelProto, path: Path, protect: Sequence[str | os.PathLike] = ()) -> None:
     """Write atomically; models past protobuf's 2 GB limit keep their weights in a .data file beside them."""
+    import onnx
+
     with atomic_path(path, protect=protect) as tmp:
         try:  # one serialisation; asking ByteSize first would cost a second one
             onnx.save_model(model, str(tmp))
@@ -400,17 +403,15 @@ def _size(n: int) -> str:
 
 
 def _peek_gig_model(path: Path) -> tuple[dict[str, str], list]:
-    """Metadata and image-input shape of a converted model, read without making a session."""
-    proto = read_model_proto(path)
-    check_external_data(proto, path)
-    meta = {p.key: p.value for p in proto.metadata_props}
+    """Metadata and image-input shape of a converted model, read without making a session (or importing onnx)."""
+    head = read_head(path)
+    check_external_refs(head.external, path)
+    meta = head.metadata
     if META_PREFIX + "method" not in meta:
         raise ModelError(f"{path} is not an onnx-gig model; run 'onnx-gig convert {path}' first")
     name = meta.get(META_PREFIX + "input")
-    for vi in proto.graph.input:
-        if vi.name == name:
-            dims = vi.type.tensor_type.shape.dim
-            return meta, [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+    if name in head.inputs:
+        return meta, head.inputs[name]
     raise ModelError(f"{path}: input '{name}' named in the metadata is missing; convert the model again")
 
 

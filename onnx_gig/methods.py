@@ -127,8 +127,8 @@ def maps_of(attr: np.ndarray, layout: str = "NCHW", signed: bool = False) -> np.
 
 
 # with autodiff/*.py: the source a converted graph depends on (the cache key of converted models)
-CONVERTER_SOURCES = ("api.py", "errors.py", "image_input.py", "imageio.py", "integrate.py", "loader.py", "modelfile.py",
-                     "precision.py", "quadrature.py", "__init__.py")
+CONVERTER_SOURCES = ("api.py", "contract.py", "errors.py", "image_input.py", "imageio.py", "integrate.py", "loader.py",
+                     "modelfile.py", "modelhead.py", "precision.py", "quadrature.py", "__init__.py")
 
 
 def _fingerprint() -> str:

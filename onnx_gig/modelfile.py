@@ -12,6 +12,7 @@ import onnx
 from onnx import TensorProto
 
 from .errors import ModelError
+from .modelhead import check_external_refs
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -82,28 +83,8 @@ def check_external_data(model: onnx.ModelProto, path: str | os.PathLike) -> None
 
     Checked before anything reads them: a model file must not make onnx-gig read files elsewhere.
     """
-    p = Path(path)
-    folder = p.resolve().parent
-    for t in _external_tensors(model):
-        info = {e.key: e.value for e in t.external_data}
-        loc = info.get("location", "")
-        where = f"{p}: tensor '{t.name}' keeps its data in external file '{loc}'"
-        if not loc or os.path.isabs(loc) or Path(loc).drive:
-            raise ModelError(f"{where}, which is not a relative path inside the model's folder; refusing to read it "
-                             "(keep the .data file beside the model and save with a relative location)")
-        target = (folder / loc).resolve()
-        if folder != target and folder not in target.parents:
-            raise ModelError(f"{where}, which lies outside the model's folder {folder}; refusing to read it "
-                             "(keep the .data file beside the model)")
-        if not target.is_file():
-            raise ModelError(f"{where}, which is missing; copy it next to the model (it must sit in {folder})")
-        try:
-            end = int(info.get("offset", 0) or 0) + int(info.get("length", 0) or 0)
-        except ValueError:
-            raise ModelError(f"{where} with a non-numeric offset or length; export the model again") from None
-        if end > target.stat().st_size:
-            raise ModelError(f"{where}, which is shorter than the model says ({target.stat().st_size} bytes, "
-                             f"needs {end}); the .data file is truncated or belongs to another export")
+    check_external_refs([(t.name, {e.key: e.value for e in t.external_data}) for t in _external_tensors(model)],
+                        path)
 
 
 def first_line(exc: BaseException) -> str:

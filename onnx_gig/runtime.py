@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from .errors import InputError, ModelError
 from .contract import META_PREFIX, OUTPUTS
+from .modelhead import read_head
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
 
 CPU = "CPUExecutionProvider"
@@ -198,13 +198,7 @@ class GigModel:
     def __init__(self, path: str | os.PathLike, device: str = "auto", max_memory: int | str | None = None,
                  threads: Optional[int] = None) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"model file not found: {self.path}")
-        try:
-            meta_model = onnx.load(str(self.path), load_external_data=False)
-        except Exception as exc:
-            raise ModelError(f"cannot read {self.path} as an ONNX model ({type(exc).__name__})") from None
-        self.metadata = {p.key: p.value for p in meta_model.metadata_props}
+        self.metadata = read_head(self.path, graph=False).metadata  # no onnx import, no weights parsed
         if META_PREFIX + "method" not in self.metadata:
             raise ModelError(f"{self.path} is not an onnx-gig model; run 'onnx-gig convert {self.path}' first")
         self.method = self.metadata[META_PREFIX + "method"]
@@ -416,6 +410,8 @@ class GigModel:
     def _accumulate(self, a: Any, b: Any, out: Any) -> Any:
         """out = a + b for device-resident OrtValues (a one-node session on the same provider)."""
         if self._adder is None:
+            import onnx
+
             f32 = onnx.TensorProto.FLOAT
             graph = onnx.helper.make_graph(
                 [onnx.helper.make_node("Add", ["a", "b"], ["sum"])], "accumulate",
