@@ -179,12 +179,19 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
     images x steps run in ``gm``'s memory-bounded chunks. Results come back in the items' order. A model
     with dynamic height and width keeps each photo's aspect, so its images run in one call per size.
     """
-    from .api import label_of, run_explain, softmax, top_classes
+    results, loaded = load_items(gm, items, batch)
+    attribute_items(gm, loaded, options)
+    return results
 
+
+def load_items(gm: GigModel, items: list[tuple[int, str]], batch: Optional[int] = None
+               ) -> tuple[list[ImageResult], list[tuple[ImageResult, np.ndarray]]]:
+    """Read ``items`` as ``gm`` wants them: every result (unreadable files with ``error``), and (result, array)
+    for the readable ones. Runs in one thread (its warning filter is process-wide)."""
     pp = preprocess_of(gm)
     results = [ImageResult(index=int(i), path=str(p), method=gm.method, layout=pp.layout, batch=batch)
                for i, p in items]
-    xs, good = [], []
+    loaded = []
     for r in results:
         try:
             with warnings.catch_warnings():
@@ -193,19 +200,26 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
         except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
             r.error = error_line(exc, r.path)
             continue
-        xs.append(x)
-        good.append(r)
+        loaded.append((r, x))
+    return results, loaded
+
+
+def attribute_items(gm: GigModel, loaded: list[tuple[ImageResult, np.ndarray]], options: ExplainOptions) -> None:
+    """Fill the results of ``load_items`` in: one ``gm.explain`` call per image size (a model with dynamic
+    height and width keeps each photo's aspect); non-finite attributions become an error."""
+    from .api import label_of, run_explain, softmax, top_classes
+
+    pp = preprocess_of(gm)
     labels = gm.labels
-    by_size: dict[tuple, list[int]] = {}
-    for k, x in enumerate(xs):
-        by_size.setdefault(x.shape, []).append(k)
-    for ks in by_size.values():
-        group = [good[k] for k in ks]
-        ex = run_explain(gm, np.stack([xs[k] for k in ks]),
-                         baselines(options.baseline, [xs[k] for k in ks], [r.photo for r in group], pp),
+    by_size: dict[tuple, list[tuple[ImageResult, np.ndarray]]] = {}
+    for r, x in loaded:
+        by_size.setdefault(x.shape, []).append((r, x))
+    for group in by_size.values():
+        xs, photos = [x for _, x in group], [r.photo for r, _ in group]
+        ex = run_explain(gm, np.stack(xs), baselines(options.baseline, xs, photos, pp),
                          options.target, options.steps, options.rule)
         deltas = ex.convergence_delta
-        for k, r in enumerate(group):
+        for k, (r, _) in enumerate(group):
             attr = ex.attributions[k]
             scores = (ex.target_score[k], ex.baseline_score[k])
             if not (np.isfinite(attr).all() and np.isfinite(scores).all()):
@@ -219,7 +233,6 @@ def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainO
             r.target_score, r.baseline_score = float(scores[0]), float(scores[1])
             r.top = top_classes(probs, labels, options.top)
             r.convergence_delta = float(deltas[k]) if gm.method == "ig" else None
-    return results
 
 
 def _shared_baseline(kind: str) -> bool:
@@ -246,10 +259,12 @@ def batch_images_for(gm: GigModel, steps: int) -> int:
 def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.PathLike] | Inputs,
                  options: Optional[ExplainOptions] = None, *, batch_images: Optional[int] = None,
                  device: str = "auto", max_memory: int | str | None = None, threads: Optional[int] = None,
-                 progress: bool = False) -> Iterator[ImageResult]:
-    """Explain many images, files, folders or globs with one session; yield one result per input, in order.
+                 workers: Optional[int] = None, progress: bool = False) -> Iterator[ImageResult]:
+    """Explain many images, files, folders or globs in one process; yield one result per input, in order.
 
-    Only one batch of images is loaded at a time (``batch_images``, default from the memory budget), so
+    ``workers`` sessions run batches side by side, each with ``threads`` threads (default on CPU: about the
+    square root of the cores, the cores shared out; one on CUDA or for a given GigModel; see pool.py); each
+    holds one batch of images at a time (``batch_images``, default from its share of the memory budget), so
     memory stays bounded however many paths are given. Arguments that match nothing come last, as results
     with an error. Options and the model are checked before anything runs; a model or option problem
     raises a :class:`GigError`, a bad image never does. ``paths`` may be what ``collect_inputs`` returned,
@@ -267,28 +282,32 @@ def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.P
 
     budget = check_budget(max_memory)
     check_threads(threads)
-    return _iterate(model, files, missing, options, batch_images, device, budget, threads, progress)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InputError(f"--workers must be a positive whole number, got {workers!r}")
+    return _iterate(model, files, missing, options, batch_images, device, budget, threads, workers, progress)
 
 
-def _iterate(model, files, missing, options, batch_images, device, budget, threads, progress) -> Iterator[ImageResult]:
+def _iterate(model, files, missing, options, batch_images, device, budget, threads, workers,
+             progress) -> Iterator[ImageResult]:
     """The generator behind explain_many (its checks run at call time, this at the first next())."""
     from tqdm import tqdm
 
-    gm = model if isinstance(model, GigModel) else None
-    if files and gm is None:
-        gm = GigModel(model, device=device, max_memory=budget, threads=threads)
-    if gm is not None:
+    from .pool import open_sessions, run_batches
+
+    gms = open_sessions(model, device, budget, threads, workers) if files else []
+    if gms:
         from .api import warn_if_tight
 
-        options.check(gm.num_classes)
-        warn_if_tight(gm)
-    size = batch_images or (batch_images_for(gm, options.steps) if gm is not None else 1)
+        options.check(gms[0].num_classes)
+        warn_if_tight(gms[0])
+    size = batch_images or (batch_images_for(gms[0], options.steps) if gms else 1)
     total = len(files) + len(missing)
     bar = tqdm(total=total, disable=not progress or total <= 1, unit="image", desc="explain")
     try:
-        for n, start in enumerate(range(0, len(files), size)):
-            items = [(i, str(files[i])) for i in range(start, min(len(files), start + size))]
-            for r in explain_arrays(gm, items, options, batch=n):
+        batches = ((n, [(i, str(files[i])) for i in range(start, min(len(files), start + size))])
+                   for n, start in enumerate(range(0, len(files), size)))
+        for results in run_batches(gms, batches, options):
+            for r in results:
                 bar.update(1)
                 yield r
         for k, (arg, reason) in enumerate(missing):
@@ -298,5 +317,5 @@ def _iterate(model, files, missing, options, batch_images, device, budget, threa
         bar.close()
 
 
-__all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "Inputs", "baselines", "batch_images_for", "collect_inputs",
-           "explain_arrays", "explain_many", "preprocess_of"]
+__all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "Inputs", "attribute_items", "baselines",
+           "batch_images_for", "collect_inputs", "explain_arrays", "explain_many", "load_items", "preprocess_of"]

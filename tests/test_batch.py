@@ -289,3 +289,51 @@ def test_collected_inputs_keep_their_indices_when_a_file_goes_missing(demo_gig, 
     assert [(r.index, Path(r.path).name, r.ok) for r in res] == [
         (0, "a.png", True), (1, "b.png", False), (2, "c.png", True), (3, "nope.png", False)]
     assert res[3].error == "no such file or folder"
+
+
+def test_sessions_side_by_side_give_the_same_results_in_order_and_bounded(demo_gig, tmp_path, monkeypatch):
+    """--workers 2: two sessions attribute batches in parallel; results equal one session's, in input order,
+    and no more than one batch per session is read ahead of the consumer."""
+    from onnx_gig import batch as batch_mod
+
+    d = tmp_path / "in"
+    d.mkdir()
+    names = ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png"]
+    for n, src in zip(names, ["chelsea", "coffee", "camera", "coffee", "chelsea", "camera"]):
+        shutil.copy(PHOTOS / f"{src}.png", d / n)
+    (d / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    one = list(explain_many(demo_gig, [d], ExplainOptions(steps=2), workers=1, threads=1, batch_images=1))
+
+    loads, sessions = [], set()
+    load, attribute = batch_mod.load_items, batch_mod.attribute_items
+
+    def spy_load(gm, items, n=None):  # the real functions, counted
+        loads.append(n)
+        return load(gm, items, n)
+
+    def spy_attribute(gm, loaded, options):
+        sessions.add(id(gm))
+        return attribute(gm, loaded, options)
+
+    monkeypatch.setattr(batch_mod, "load_items", spy_load)
+    monkeypatch.setattr(batch_mod, "attribute_items", spy_attribute)
+    two, ahead = [], []
+    for r in explain_many(demo_gig, [d], ExplainOptions(steps=2), workers=2, threads=1, batch_images=1):
+        two.append(r)
+        ahead.append(len(loads) - len(two))
+    assert len(sessions) == 2
+    assert [Path(r.path).name for r in two] == names and [r.ok for r in two] == [r.ok for r in one]
+    assert not two[2].ok and "c.png" in two[2].path
+    for a, b in zip(one, two):
+        if a.ok:
+            np.testing.assert_allclose(b.attributions, a.attributions, rtol=1e-5, atol=1e-7)
+            assert (a.target, a.top) == (b.target, b.top)
+    assert max(ahead) <= 2, ahead  # two sessions: at most two one-image batches read ahead
+
+
+def test_cli_workers_option(demo_gig, tmp_path):
+    p = run_cli("explain", demo_gig, PHOTOS, "--out-dir", tmp_path / "o", "--steps", "2", "--workers", "2")
+    assert p.returncode == 0, p.stderr
+    assert len(list(csv.DictReader((tmp_path / "o" / "results.csv").open()))) == 3
+    p = run_cli("explain", demo_gig, PHOTOS, "--out-dir", tmp_path / "o2", "--workers", "0")
+    assert p.returncode == 2 and "--workers" in p.stderr and len(p.stderr.strip().splitlines()) == 1

