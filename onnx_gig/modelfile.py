@@ -12,7 +12,7 @@ import onnx
 from onnx import TensorProto
 
 from .errors import ModelError
-from .modelhead import check_external_refs
+from .modelhead import NOT_ONNX, check_external_refs, check_model_file
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -30,14 +30,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
 
 def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
     """Parse an ONNX file without touching external data; a missing, empty or non-ONNX file raises one line."""
-    p = Path(path)
-    if not p.exists():
-        raise ModelError(f"model file not found: {p}")
-    if not p.is_file():
-        raise ModelError(f"{p} is not a file; give the path of an .onnx model")
-    if p.stat().st_size == 0:
-        raise ModelError(f"{p} is empty (0 bytes); export the model again")
-    what = "the file is truncated or not in ONNX format; download or export the model again"
+    p = check_model_file(path)
+    what = NOT_ONNX
     try:
         model = onnx.load(str(p), load_external_data=False)
     except OSError as exc:

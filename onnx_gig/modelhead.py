@@ -135,6 +135,21 @@ def _graph(v: memoryview, head: ModelHead) -> None:
             head.inputs[name] = dims if dims is not None else []
 
 
+NOT_ONNX = "the file is truncated or not in ONNX format; download or export the model again"
+
+
+def check_model_file(path: str | os.PathLike) -> Path:
+    """A missing path, a folder or an empty file as one readable line, before anything parses it."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model file not found: {p}")
+    if not p.is_file():
+        raise ModelError(f"{p} is not a file; give the path of an .onnx model")
+    if p.stat().st_size == 0:
+        raise ModelError(f"{p} is empty (0 bytes); export the model again")
+    return p
+
+
 def read_head(path: str | os.PathLike, graph: bool = True) -> ModelHead:
     """The head of the model at ``path``; a missing, empty or non-ONNX file raises one readable line.
 
@@ -144,18 +159,12 @@ def read_head(path: str | os.PathLike, graph: bool = True) -> ModelHead:
     models keep weights as initializers); ``modelfile.check_external_data`` covers every tensor where a
     model is parsed in full.
     """
-    p = Path(path)
-    if not p.exists():
-        raise ModelError(f"model file not found: {p}")
-    if not p.is_file():
-        raise ModelError(f"{p} is not a file; give the path of an .onnx model")
+    p = check_model_file(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read {p}: {exc.strerror or exc}") from None
-    if not data:
-        raise ModelError(f"{p} is empty (0 bytes); export the model again")
-    what = "the file is truncated or not in ONNX format; download or export the model again"
+    what = NOT_ONNX
     head = ModelHead()
     try:
         for n, x in _fields(memoryview(data)):
