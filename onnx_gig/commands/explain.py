@@ -15,8 +15,9 @@ SOME_FAILED = 3  # exit status when some inputs could not be explained (the othe
 DESCRIPTION = (
     "Run the attribution model on images and write a figure per image (photo | map | overlay). One image: "
     "the figure (IMAGE_gig.png in the current folder, or --out) and the top-5 classes on stdout. Several "
-    "inputs, folders (searched recursively for images and .npy files), globs, or --out-dir: one session for "
-    "all, images x steps batched under --max-memory, and DIR/<stem>_gig.png per image (names made unique), "
+    "inputs, folders (searched recursively for images and .npy files), globs, or --out-dir: one process for "
+    "all (--workers sessions side by side), images x steps batched under --max-memory, and DIR/<stem>_gig.png "
+    "per image (names made unique), "
     "DIR/results.csv and DIR/results.jsonl (one row per input: class, probability, scores, top-5, error), "
     "with --npy DIR/<stem>.npy. Preprocessing and labels come from the model file. Exit status: 0 all "
     f"explained; {SOME_FAILED} some inputs could not be read (each named on one line of stderr; the others "
@@ -46,11 +47,11 @@ def configure(e: argparse.ArgumentParser) -> None:
                    help=f"overlay opacity where the map is 1, falling to 0 where it is 0 (default {DEFAULT_ALPHA:g})")
     g.add_argument("--cmap", choices=CMAPS, help="colour map (default inferno; rdbu for --sign all)")
     e.add_argument("-f", "--force", action="store_true", help="overwrite figures, .npy files and tables that exist")
-    add_run_options(e)
+    add_run_options(e, "all cores; with several inputs, each of the --workers sessions gets its share")
     e.add_argument("--workers", type=int, metavar="N",
                    help="several inputs: onnxruntime sessions explaining batches side by side, the cores shared "
                         "out (default on CPU: about the square root of the cores, e.g. 2 sessions x 1 thread on 2 "
-                        "cores, 15-25 %% faster than 1 x 2; 1 on CUDA)")
+                        "cores, 15-25 %% faster than 1 x 2, or cores / --threads when that is given; 1 on CUDA)")
     add_ray_options(e, "folder mode on Ray Data, each actor holding one session and drawing its images' figures; "
                        "the same files are written. The model and the images must be readable by every worker")
 
