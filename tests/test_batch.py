@@ -337,3 +337,12 @@ def test_cli_workers_option(demo_gig, tmp_path):
     assert len(list(csv.DictReader((tmp_path / "o" / "results.csv").open()))) == 3
     p = run_cli("explain", demo_gig, PHOTOS, "--out-dir", tmp_path / "o2", "--workers", "0")
     assert p.returncode == 2 and "--workers" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_cli_workers_is_refused_where_it_would_be_ignored(tmp_path):
+    """--workers 0 on one image, and --workers with --ray (actors are --actors), are one-line errors, not ignored."""
+    model = tmp_path / "never_read_gig.onnx"
+    for extra in (["--workers", "0"], ["--ray", "--workers", "2"]):
+        p = run_cli("explain", model, PHOTOS / "chelsea.png", *extra)
+        assert p.returncode == 2, (extra, p.stderr)
+        assert "--workers" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
