@@ -16,7 +16,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterable, Iterator, Optional
 
-from .runtime import GigModel, cuda_usable, default_max_memory
+from .runtime import CUDA, GigModel, cuda_usable, default_max_memory
 
 
 def usable_cores() -> int:
@@ -39,11 +39,17 @@ def plan_workers(device: str, threads: Optional[int], workers: Optional[int]) ->
 
 def open_sessions(model, device: str, budget: Optional[int], threads: Optional[int],
                   workers: Optional[int]) -> list[GigModel]:
-    """The sessions of a folder run; a given GigModel is used as it is (alone, unless ``workers`` asks for more)."""
+    """The sessions of a folder run; a given GigModel is used as it is (alone, unless ``workers`` asks for more).
+
+    Sessions added to a given GigModel run where it runs (not wherever ``device`` would pick) and, on CPU,
+    share the cores out unless ``threads`` says otherwise (onnxruntime's default would give each all cores).
+    """
     if isinstance(model, GigModel):
         extra = max(0, (workers or 1) - 1)
-        return [model] + [GigModel(model.path, device=device, max_memory=model.max_memory, threads=threads)
-                          for _ in range(extra)]
+        on_cuda = model.provider == CUDA
+        each = threads or (None if on_cuda else max(1, usable_cores() // (extra + 1)))
+        return [model] + [GigModel(model.path, device="cuda" if on_cuda else "cpu", max_memory=model.max_memory,
+                                   threads=each) for _ in range(extra)]
     n, each = plan_workers(device, threads, workers)
     share = (budget or default_max_memory()) // n  # the budget covers the process: each session gets its share
     return [GigModel(model, device=device, max_memory=share, threads=each) for _ in range(n)]

@@ -346,3 +346,16 @@ def test_cli_workers_is_refused_where_it_would_be_ignored(tmp_path):
         p = run_cli("explain", model, PHOTOS / "chelsea.png", *extra)
         assert p.returncode == 2, (extra, p.stderr)
         assert "--workers" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_sessions_added_to_a_given_gigmodel_run_where_it_runs_and_share_the_cores(demo_gig):
+    """explain_many(GigModel, workers=2): the second session follows the first's provider and, on CPU, gets its
+    share of the cores rather than onnxruntime's default of all of them."""
+    from onnx_gig.pool import open_sessions, usable_cores
+
+    gm = GigModel(demo_gig, device="cpu", threads=1)
+    gms = open_sessions(gm, "auto", None, None, 2)
+    assert gms[0] is gm and len(gms) == 2
+    assert gms[1].provider == gm.provider
+    assert gms[1].session.get_session_options().intra_op_num_threads == max(1, usable_cores() // 2)
+    assert open_sessions(gm, "auto", None, 3, 2)[1].session.get_session_options().intra_op_num_threads == 3
