@@ -52,7 +52,12 @@ def open_sessions(model, device: str, budget: Optional[int], threads: Optional[i
                                    threads=each) for _ in range(extra)]
     n, each = plan_workers(device, threads, workers)
     share = (budget or default_max_memory()) // n  # the budget covers the process: each session gets its share
-    return [GigModel(model, device=device, max_memory=share, threads=each) for _ in range(n)]
+    gms = [GigModel(model, device=device, max_memory=share, threads=each) for _ in range(n)]
+    # each session measured the whole process as resident (the last one: every session's weights); counted
+    # once per session, n sessions left (budget - n x resident) / n each for activations, not (budget - resident) / n
+    for gm in gms:
+        gm._resident_base = gms[-1]._resident_base // n
+    return gms
 
 
 def run_batches(gms: list[GigModel], batches: Iterable[tuple[int, list[tuple[int, str]]]],

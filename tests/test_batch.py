@@ -359,3 +359,17 @@ def test_sessions_added_to_a_given_gigmodel_run_where_it_runs_and_share_the_core
     assert gms[1].provider == gm.provider
     assert gms[1].session.get_session_options().intra_op_num_threads == max(1, usable_cores() // 2)
     assert open_sessions(gm, "auto", None, 3, 2)[1].session.get_session_options().intra_op_num_threads == 3
+
+
+def test_sessions_side_by_side_count_the_process_memory_once(demo_gig):
+    """Two sessions under --max-memory 1G: what is resident (both sessions' weights) is taken off the budget
+    once, so together they hold at least the rows one session holds (each used to subtract all of it)."""
+    from onnx_gig.pool import open_sessions
+    from onnx_gig.runtime import _resident_bytes
+
+    budget = 1 << 30
+    (one,) = open_sessions(str(demo_gig), "cpu", budget, None, 1)
+    two = open_sessions(str(demo_gig), "cpu", budget, None, 2)
+    resident = _resident_bytes()
+    assert sum(g.rows_per_run() for g in two) >= one.rows_per_run()
+    assert sum(g.max_memory - g._resident_base for g in two) <= budget - resident + (1 << 20)
