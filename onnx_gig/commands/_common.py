@@ -10,8 +10,8 @@ def add_run_options(p: argparse.ArgumentParser, threads_default: str = "all core
     """Where and how onnxruntime runs."""
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA when it really loads, else CPU (default auto)")
-    p.add_argument("--max-memory", help="memory budget of the process, e.g. 2G (default: 40%% of free RAM, at most 4G); "
-                                        "integration steps run in chunks that fit")
+    p.add_argument("--max-memory", help="memory budget of the process, e.g. 2G (default: 40%% of free RAM, at most "
+                                        "4G); integration steps run in chunks that fit")
     p.add_argument("--threads", type=int, help=f"onnxruntime intra-op threads (default: {threads_default})")
 
 
