@@ -2,7 +2,7 @@
 
 ``convert`` turns a CNN classifier into one ONNX model that outputs attributions;
 ``explain`` runs it with onnxruntime on an image and draws the heatmap; ``explain_many`` does it for
-files, folders and globs in one session (``ResultWriter`` writes the figures and tables), ``explain_ray``
+files, folders and globs in one process (``ResultWriter`` writes the figures and tables), ``explain_ray``
 on Ray actors (the ``ray`` extra; Ray is imported only when it runs); ``GigModel`` gives Captum-style
 ``attribute()`` on arrays.
 """

@@ -1,4 +1,4 @@
-"""Many images, one session: expand paths, explain images x steps in memory-bounded batches, in input order.
+"""Many images, one process: expand paths, explain images x steps in memory-bounded batches, in input order.
 
 paths -> ``collect_inputs`` (files, folders searched recursively, globs) -> batches of images ->
 ``explain_arrays`` (one ``GigModel.explain`` call per batch; a bad file is a result with an error, never
