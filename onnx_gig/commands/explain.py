@@ -51,7 +51,7 @@ def configure(e: argparse.ArgumentParser) -> None:
     e.add_argument("--workers", type=int, metavar="N",
                    help="several inputs: onnxruntime sessions explaining batches side by side, the cores shared "
                         "out (default on CPU: about the square root of the cores, e.g. 2 sessions x 1 thread on 2 "
-                        "cores, 15-25 %% faster than 1 x 2, or cores / --threads when that is given; 1 on CUDA)")
+                        "cores, about 8 %% faster than 1 x 2 there, or cores / --threads when that is given; 1 on CUDA)")
     add_ray_options(e, "folder mode on Ray Data, each actor holding one session and drawing its images' figures; "
                        "the same files are written. The model and the images must be readable by every worker")
 
