@@ -11,15 +11,19 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
-from .contract import META_PREFIX
+if TYPE_CHECKING:  # annotations only: explain runs without importing onnx
+    import onnx
+
+from .contract import META_PREFIX, pixel_dtype
 from .errors import GigError, InputError, ModelError
 from .fileio import atomic_path, check_output
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options, render_figure, save_png, saliency_map
-from .imageio import DYNAMIC_SHORT_SIDE, METADATA_KEY, Preprocess, load_input, make_baseline
+from .imageio import (DYNAMIC_SHORT_SIDE, METADATA_KEY, Preprocess, as_pixels, guess_preprocess,  # noqa: F401
+                      load_input, make_baseline, preprocess_from)
 from .modelhead import check_external_refs, read_head
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
 from .runtime import GigModel, parse_memory
@@ -43,31 +47,6 @@ def default_output(model: str | os.PathLike) -> Path:
     """models/net.onnx -> models/net_gig.onnx."""
     p = Path(model)
     return p.with_name(p.stem + "_gig.onnx")
-
-
-def guess_preprocess(input_shape: Sequence, pixels: bool = False) -> Preprocess:
-    """ImageNet normalisation in the layout the input shape suggests (used when the model carries none).
-
-    Dynamic height and width: no resize or crop (explain keeps the photo's aspect, its short side at most
-    224). ``pixels``: the graph normalises its own pixels, so the spec only maps photos to 0-255 values, and
-    resizes them to the model's size without ImageNet's 256/224 zoom.
-    """
-    dims = list(input_shape)
-    nhwc = len(dims) == 4 and dims[-1] in (1, 3) and dims[1] not in (1, 3)
-    hw = dims[1:3] if nhwc else dims[2:4]
-    static = len(hw) == 2 and all(isinstance(d, int) for d in hw)
-    dynamic = len(hw) == 2 and not any(isinstance(d, int) for d in hw)
-    crop = tuple(int(d) for d in hw) if static else (None if dynamic else (224, 224))
-    if pixels:  # resized to the model's size: short side to fit, centre crop
-        return as_pixels(Preprocess(layout="NHWC" if nhwc else "NCHW", crop=crop, resize=min(crop) if crop else None))
-    resize = int(round(crop[0] * 256 / 224)) if crop else None
-    return Preprocess(layout="NHWC" if nhwc else "NCHW", crop=crop, resize=resize)
-
-
-def as_pixels(pp: Preprocess) -> Preprocess:
-    """``pp`` feeding raw 0-255 pixel values (for a graph that casts and normalises them itself)."""
-    return Preprocess(layout=pp.layout, color=pp.color, resize=pp.resize, crop=pp.crop, scale=1.0, mean=(0.0,),
-                      std=(1.0,))
 
 
 def _preprocess_for(fg, given: Preprocess | dict | None) -> tuple[Optional[Preprocess], list[str]]:
@@ -169,9 +148,9 @@ def _refuse_converted(model: onnx.ModelProto, path: Path) -> None:
 
 def _refuse_ambiguous_outputs(model: onnx.ModelProto) -> None:
     """Several float outputs that are not one score tensor (behind Identity or a final Softmax): ask which."""
-    graph = model.graph
     import onnx
 
+    graph = model.graph
     floats = [o for o in graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
     producer = {o: n for n in graph.node for o in n.output}
 
@@ -312,10 +291,8 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
         gm, meta, input_shape = model, model.metadata, model.input_shape
     else:
         gm, (meta, input_shape) = None, _peek_gig_model(model_path)
-    pp_json = meta.get(META_PREFIX + "preprocess")
-    pixels = json.loads(meta.get(META_PREFIX + "pixel_input", "null"))
-    pp = Preprocess.from_json(pp_json) if pp_json else guess_preprocess(input_shape, pixels is not None)
-    x, photo = load_input(image, pp, input_shape, pixels=pixels["dtype"] if pixels else None)
+    pp = preprocess_from(meta, input_shape)
+    x, photo = load_input(image, pp, input_shape, pixels=pixel_dtype(meta))
     b = make_baseline(baseline, x, photo, pp)
     nc = meta.get(META_PREFIX + "num_classes", "")
     if target is not None:

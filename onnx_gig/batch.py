@@ -162,15 +162,6 @@ def error_line(exc: BaseException, path: str) -> str:
     return text if isinstance(exc, GigError) else f"{type(exc).__name__}: {text}"
 
 
-def preprocess_of(gm: GigModel) -> Preprocess:
-    """The preprocessing the converted model carries (ImageNet's in its layout when it carries none)."""
-    from .api import guess_preprocess
-
-    if gm.preprocess_json:
-        return Preprocess.from_json(gm.preprocess_json)
-    return guess_preprocess(gm.input_shape, gm.pixel_dtype is not None)
-
-
 def explain_arrays(gm: GigModel, items: list[tuple[int, str]], options: ExplainOptions,
                    batch: Optional[int] = None) -> list[ImageResult]:
     """Explain ``items`` ((index, path) pairs) with one ``gm.explain`` call over all readable ones.
@@ -188,7 +179,7 @@ def load_items(gm: GigModel, items: list[tuple[int, str]], batch: Optional[int] 
                ) -> tuple[list[ImageResult], list[tuple[ImageResult, np.ndarray]]]:
     """Read ``items`` as ``gm`` wants them: every result (unreadable files with ``error``), and (result, array)
     for the readable ones. Runs in one thread (its warning filter is process-wide)."""
-    pp = preprocess_of(gm)
+    pp = gm.preprocess
     results = [ImageResult(index=int(i), path=str(p), method=gm.method, layout=pp.layout, batch=batch)
                for i, p in items]
     loaded = []
@@ -209,7 +200,7 @@ def attribute_items(gm: GigModel, loaded: list[tuple[ImageResult, np.ndarray]], 
     height and width keeps each photo's aspect); non-finite attributions become an error."""
     from .api import label_of, run_explain, softmax, top_classes
 
-    pp = preprocess_of(gm)
+    pp = gm.preprocess
     labels = gm.labels
     by_size: dict[tuple, list[tuple[ImageResult, np.ndarray]]] = {}
     for r, x in loaded:
@@ -318,4 +309,4 @@ def _iterate(model, files, missing, options, batch_images, device, budget, threa
 
 
 __all__ = ["ExplainOptions", "ImageResult", "IMAGE_SUFFIXES", "Inputs", "attribute_items", "baselines",
-           "batch_images_for", "collect_inputs", "explain_arrays", "explain_many", "load_items", "preprocess_of"]
+           "batch_images_for", "collect_inputs", "explain_arrays", "explain_many", "load_items"]

@@ -6,6 +6,15 @@ rule sets (cold-start time of ``onnx-gig explain``).
 """
 from __future__ import annotations
 
+import json
+from typing import Optional
+
 INPUTS = ("baseline", "alphas", "step_weights", "target")
 OUTPUTS = ("attributions", "target_class", "target_score", "baseline_score", "scores")
 META_PREFIX = "onnx_gig."
+
+
+def pixel_dtype(metadata: dict) -> Optional[str]:
+    """The integer dtype of the model's pixel input ('uint8') when its graph casts and normalises pixels."""
+    raw = metadata.get(META_PREFIX + "pixel_input")
+    return json.loads(raw)["dtype"] if raw else None

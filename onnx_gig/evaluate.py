@@ -188,12 +188,9 @@ class EvalWorker:
                  batch_size: int = DEFAULT_BATCH, steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE,
                  baseline: str = "zeros", seed: int = 0, device: str = "auto", max_memory: int | str | None = None,
                  threads: Optional[int] = None, keep_maps: bool = False) -> None:
-        from .api import guess_preprocess
-
         self.graphs = {g: GigModel(p, device=device, max_memory=max_memory, threads=threads) for g, p in graphs.items()}
         first = next(iter(self.graphs.values()))
-        self.pp = (Preprocess.from_json(first.preprocess_json) if first.preprocess_json
-                   else guess_preprocess(first.input_shape))
+        self.pp = first.preprocess
         self.input_shape = first.input_shape
         self.provider = first.provider
         self.forward = OnnxForward(first.path, device=device, threads=threads)

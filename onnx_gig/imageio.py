@@ -12,12 +12,13 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .contract import META_PREFIX, pixel_dtype
 from .errors import InputError
 
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR")
 BASELINE_KINDS = ("zeros", "black", "white", "blur")
-METADATA_KEY = "onnx_gig.preprocess"
+METADATA_KEY = META_PREFIX + "preprocess"
 
 
 # --------------------------------------------------------------------------- preprocessing spec
@@ -480,3 +481,34 @@ def _convolve_axis(a: np.ndarray, k: np.ndarray, axis: int) -> np.ndarray:
     for i, w in enumerate(k):
         out += w * p[..., i : i + n]
     return np.moveaxis(out, -1, axis)
+
+
+def guess_preprocess(input_shape: Sequence, pixels: bool = False) -> Preprocess:
+    """ImageNet normalisation in the layout the input shape suggests (used when the model carries none).
+
+    Dynamic height and width: no resize or crop (explain keeps the photo's aspect, its short side at most
+    224). ``pixels``: the graph normalises its own pixels, so the spec only maps photos to 0-255 values, and
+    resizes them to the model's size without ImageNet's 256/224 zoom.
+    """
+    dims = list(input_shape)
+    nhwc = len(dims) == 4 and dims[-1] in (1, 3) and dims[1] not in (1, 3)
+    hw = dims[1:3] if nhwc else dims[2:4]
+    static = len(hw) == 2 and all(isinstance(d, int) for d in hw)
+    dynamic = len(hw) == 2 and not any(isinstance(d, int) for d in hw)
+    crop = tuple(int(d) for d in hw) if static else (None if dynamic else (224, 224))
+    if pixels:  # resized to the model's size: short side to fit, centre crop
+        return as_pixels(Preprocess(layout="NHWC" if nhwc else "NCHW", crop=crop, resize=min(crop) if crop else None))
+    resize = int(round(crop[0] * 256 / 224)) if crop else None
+    return Preprocess(layout="NHWC" if nhwc else "NCHW", crop=crop, resize=resize)
+
+
+def as_pixels(pp: Preprocess) -> Preprocess:
+    """``pp`` feeding raw 0-255 pixel values (for a graph that casts and normalises them itself)."""
+    return Preprocess(layout=pp.layout, color=pp.color, resize=pp.resize, crop=pp.crop, scale=1.0, mean=(0.0,),
+                      std=(1.0,))
+
+
+def preprocess_from(metadata: dict, input_shape: Sequence) -> Preprocess:
+    """The preprocessing a converted model carries in its metadata, else a guess from its input shape."""
+    raw = metadata.get(METADATA_KEY)
+    return Preprocess.from_json(raw) if raw else guess_preprocess(input_shape, pixel_dtype(metadata) is not None)

@@ -3,9 +3,10 @@
 onnxruntime's intra-op threads scale sub-linearly on the small per-step tensors of a CNN, so N sessions
 with cores / N threads each explain more images per second than one session with every core: on a 2-core
 CPU two 1-thread sessions attributed MobileNetV2 images 15-25 % faster than one 2-thread session, and a
-whole folder run with its figures went from 0.62 to 0.57 s per image (Ray actors: docs/scaling.md). Images are read in the calling thread (PIL and the warning filter
-are shared); each session runs one batch at a time in a worker thread (onnxruntime releases the GIL), so
-at most one batch per session is in memory, and results come back in input order.
+whole folder run with its figures went from 0.62 to 0.57 s per image (Ray actors: docs/scaling.md).
+Images are read in the calling thread (PIL and the warning filter are shared); each session runs one
+batch at a time in a worker thread (onnxruntime releases the GIL), so at most one batch per session is
+in memory, and results come back in input order.
 """
 from __future__ import annotations
 

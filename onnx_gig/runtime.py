@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import InputError, ModelError
-from .contract import META_PREFIX, OUTPUTS
+from .contract import META_PREFIX, OUTPUTS, pixel_dtype
 from .modelhead import read_head
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
 
@@ -228,8 +228,14 @@ class GigModel:
     @property
     def pixel_dtype(self) -> Optional[str]:
         """The integer dtype of the model's pixel input ('uint8') when its graph casts and normalises pixels."""
-        raw = self.metadata.get(META_PREFIX + "pixel_input")
-        return json.loads(raw)["dtype"] if raw else None
+        return pixel_dtype(self.metadata)
+
+    @property
+    def preprocess(self) -> Any:
+        """The ``imageio.Preprocess`` the model carries (a guess from its input shape when it carries none)."""
+        from .imageio import preprocess_from
+
+        return preprocess_from(self.metadata, self.input_shape)
 
     @property
     def labels(self) -> Optional[list[str]]:

@@ -30,7 +30,6 @@ from onnx import numpy_helper
 
 from .errors import InputError, ModelError
 from .heatmap import save_png
-from .imageio import Preprocess
 from .methods import METHODS, attribute, converted, graphs_needed, maps_of, parse_methods, random_map
 from .metrics import read_onnx, spearman
 from .plots import Series, hstack, line_chart
@@ -218,7 +217,6 @@ def sanity_check(model: str | os.PathLike, images: Iterable[str | os.PathLike],
     """Cascading randomisation of a classifier ``model`` (the original .onnx); writes sanity.md/.csv/.png to ``out_dir``."""
     from tqdm import tqdm
 
-    from .api import guess_preprocess
     from .evaluate import collect_images, load_batch
 
     names = parse_methods(methods)
@@ -247,8 +245,7 @@ def sanity_check(model: str | os.PathLike, images: Iterable[str | os.PathLike],
             gms = {g: GigModel(f, device=device, max_memory=max_memory, threads=threads) for g, f in files.items()}
             if x is None:
                 first = gms[graphs[0]]
-                pp = (Preprocess.from_json(first.preprocess_json) if first.preprocess_json
-                      else guess_preprocess(first.input_shape))
+                pp = first.preprocess
                 x = load_batch(paths, pp, first.input_shape)
                 targets = first.explain(x, n_steps=1, method="riemann_right").target  # the original prediction
             for m in names:

@@ -165,7 +165,7 @@ def test_explain_arrays_isolates_a_bad_file_and_reports_ig_completeness(tmp_path
 
 
 def test_a_baseline_is_the_runs_option_read_once_not_each_images_error(demo_gig, tmp_path):
-    from onnx_gig.batch import baselines, preprocess_of
+    from onnx_gig.batch import baselines
     from onnx_gig.errors import InputError
 
     p = run_cli("explain", demo_gig, PHOTOS, "--out-dir", tmp_path / "out", "--baseline", tmp_path / "nope.npy")
@@ -179,8 +179,8 @@ def test_a_baseline_is_the_runs_option_read_once_not_each_images_error(demo_gig,
     base = tmp_path / "base.npy"
     np.save(base, np.random.default_rng(1).normal(0, 0.5, (1, 3, 224, 224)).astype(np.float32))
     xs = [np.zeros((3, 224, 224), np.float32)] * 2
-    assert baselines(str(base), xs, [None, None], preprocess_of(gm)).shape == (1, 3, 224, 224)
-    assert baselines("blur", xs, [None, None], preprocess_of(gm)).shape == (2, 3, 224, 224)  # per image
+    assert baselines(str(base), xs, [None, None], gm.preprocess).shape == (1, 3, 224, 224)
+    assert baselines("blur", xs, [None, None], gm.preprocess).shape == (2, 3, 224, 224)  # per image
     for kind in (str(base), "blur"):
         got = list(explain_many(gm, photos, ExplainOptions(steps=STEPS, baseline=kind)))
         assert [r.ok for r in got] == [True, True]
@@ -190,7 +190,7 @@ def test_a_baseline_is_the_runs_option_read_once_not_each_images_error(demo_gig,
     # the broadcast baseline gives each image its own baseline score, as a stacked one does
     from onnx_gig.imageio import load_input
 
-    pp = preprocess_of(gm)
+    pp = gm.preprocess
     x = np.stack([load_input(p, pp, gm.input_shape)[0] for p in photos])
     b = np.load(base)
     ex = gm.explain(x, np.concatenate([b, b]), None, STEPS)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 import os
 import tempfile
 import threading
@@ -29,11 +28,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..api import figure_title, guess_preprocess, label_of, softmax, top_classes
+from ..api import figure_title, label_of, softmax, top_classes
 from ..errors import GigError, InputError
 from ..heatmap import CMAPS, render_figure, saliency_map
-from ..imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
-from ..contract import META_PREFIX
+from ..imageio import BASELINE_KINDS, load_input, make_baseline
 from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
 from ..runtime import GigModel
 from .signature import Signature, read_signature
@@ -81,10 +79,8 @@ class GigService:
         self.signature: Signature = read_signature(self.path)
         self.name = name or default_name(self.path)
         self.gm = GigModel(self.path, device=device, max_memory=max_memory, threads=threads)
-        pp_json = self.signature.preprocess_json
         self.pixels = self.gm.pixel_dtype  # integer .npy instances accepted as is
-        self.preprocess = Preprocess.from_json(pp_json) if pp_json else guess_preprocess(self.gm.input_shape,
-                                                                                         self.pixels is not None)
+        self.preprocess = self.gm.preprocess
         self.labels = self.signature.labels
         self.num_classes = self.signature.num_classes
         self.default_steps = self.signature.default_steps or DEFAULT_STEPS
