@@ -90,17 +90,22 @@ class ConvertResult:
     notes: list[str] = field(default_factory=list)
 
 
+MAX_BLOCKS_ASKED = 64  # each block copies the whole graph: more only slows the session start
+
+
 def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, method: str = "gnl-ig",
             input_name: Optional[str] = None, output_name: Optional[str] = None,
             preprocess: Preprocess | dict | None = None, labels: Optional[Sequence[str]] = None,
             overwrite: bool = True, input_shape: Optional[Sequence[Optional[int]] | str] = None,
-            fp16: bool = False) -> ConvertResult:
+            fp16: bool = False, blocks: Optional[int] = None) -> ConvertResult:
     """Write the IG model of ``model`` (default: beside it, named *_gig.onnx); never overwrites the input.
 
     An existing output is replaced only when ``overwrite`` (the CLI passes ``--force``). ``preprocess`` is a
     full spec, or a dict of the fields to change from the defaults. ``input_shape`` (``[None, 3, 224, 224]``
     or ``"-1,3,224,224"``, in the input's own layout) pins dynamic sizes; the batch stays dynamic. ``fp16``
     builds the IG graph in float16 (for the CUDA provider); by default it is float32, float16 models included.
+    ``blocks`` runs the integration rows as that many copies of the graph one after another (faster on CPU,
+    less memory, a slower session start; default: by the model's activation size, see blocks.py).
     """
     from .autodiff import get_rule_set  # the graph builders: imported by convert only (explain starts faster)
     from .image_input import parse_input_shape
@@ -112,6 +117,8 @@ def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, m
     src = Path(model)
     out = Path(output) if output is not None else default_output(src)
     rules = get_rule_set(method)
+    if blocks is not None and not (1 <= int(blocks) <= MAX_BLOCKS_ASKED):
+        raise InputError(f"--blocks must be between 1 and {MAX_BLOCKS_ASKED}, got {blocks}")
     if src.is_file():  # a missing model is reported first, by load_model
         check_output(out, protect=(src,), overwrite=overwrite)
     proto = load_model(src)
@@ -133,7 +140,7 @@ def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, m
         if fg.num_classes is not None and len(labels) != fg.num_classes:
             raise InputError(f"{len(labels)} labels given but the model has {fg.num_classes} classes")
         meta[LABELS_KEY] = json.dumps(labels)
-    ig = build_ig_model(fg, rules, meta, fp16=fp16)
+    ig = build_ig_model(fg, rules, meta, fp16=fp16, blocks=None if blocks is None else int(blocks))
     save_model(ig, out, protect=(src,))
     return ConvertResult(out, rules.name, fg.input_name, fg.score_name, fg.num_classes,
                          time.perf_counter() - t0, notes)

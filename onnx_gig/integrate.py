@@ -28,6 +28,7 @@ from onnx import numpy_helper
 from . import __version__
 from .autodiff import RuleSet, build_gradient
 from .autodiff.emit import Emitter
+from .blocks import auto_blocks, split_rows
 from .contract import INPUTS, META_PREFIX, OUTPUTS  # noqa: F401 (re-exported: the contract's names)
 from .errors import GigError, ModelError
 from .image_input import pin_input_shape
@@ -37,17 +38,23 @@ from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
 F32 = np.dtype(np.float32)
 
 
-def _clone(nodes: list[gs.Node], src: gs.Tensor, dst: gs.Tensor, prefix: str, batch: str) -> tuple[list[gs.Node], dict]:
-    """Copy the nodes that depend on ``src`` so they read ``dst``; constants and the rest are shared."""
-    mapping: dict[str, gs.Tensor] = {src.name: dst}
+def _clone(nodes: list[gs.Node], src: gs.Tensor, dst: gs.Tensor, prefix: str, batch: str,
+           also: Optional[dict] = None, old_batch: Optional[str] = None) -> tuple[list[gs.Node], dict]:
+    """Copy the nodes that depend on ``src`` so they read ``dst``; constants and the rest are shared.
+
+    ``also`` maps more tensor names to their replacements. The copies' outputs take the symbolic batch
+    ``batch``: in place of the dim named ``old_batch`` where given, else of any symbolic first dim.
+    """
+    mapping: dict[str, gs.Tensor] = {src.name: dst, **(also or {})}
     copies = []
     for node in nodes:
         if not any(i.name in mapping for i in node.inputs):
             continue
         outs = []
         for o in node.outputs:
-            shape = None if o.shape is None else [batch if (k == 0 and isinstance(d, str)) else d
-                                                  for k, d in enumerate(o.shape)]
+            shape = None if o.shape is None else [
+                batch if (d == old_batch if old_batch is not None else (k == 0 and isinstance(d, str))) else d
+                for k, d in enumerate(o.shape)]
             v = gs.Variable(prefix + o.name, dtype=o.dtype, shape=shape) if o.name else gs.Variable.empty()
             mapping[o.name] = v
             outs.append(v)
@@ -200,10 +207,11 @@ def keep_blocked_layout(backward: list[gs.Node], e: Emitter) -> int:
 
 
 def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str, str]] = None,
-                   fp16: bool = False) -> onnx.ModelProto:
+                   fp16: bool = False, blocks: Optional[int] = None) -> onnx.ModelProto:
     """Wrap the forward graph, a path copy with its backward graph, and a baseline copy into one model.
 
-    ``fp16`` returns the float16 graph (inputs and outputs stay float32; for the CUDA provider): its
+    ``blocks`` runs the path copy and its backward graph as that many copies over slices of the rows
+    (blocks.py; default: by the model's activation size, 1 for small models). ``fp16`` returns the float16 graph (inputs and outputs stay float32; for the CUDA provider): its
     ReLU/Clip masks are built with comparisons, since the scaled-step masks need float32's range.
     """
     g = gs.import_onnx(fg.model)
@@ -266,7 +274,8 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     depth = e.shape(flat, 1, 2)
     onehot = e.op("OneHot", [target_class, depth, e.const(np.asarray([0, 1], F32))], {"axis": -1})
     seed = e.mul(e.unsqueeze(onehot, [1]), e.reshape(weights, [1, -1, 1]))
-    seed = e.reshape(seed, e.shape(score_p))
+    seed = e.reshape(seed, e.concat([e.shape(path_flat, 0, 1), e.shape(score, start=1)], axis=0))  # not read
+    # from the path copy's score, so that row blocks (blocks.py) can slice the seed before that copy runs
     # declare the seed's shape: its symbolic batch (NK) then flows through the whole backward graph, so
     # onnxruntime can prove forward and backward tensors have one shape and keep both in its NCHWc layout
     seed.dtype, seed.shape = F32, list(score_p.shape) if score_p.shape is not None else None
@@ -284,6 +293,9 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
         bytes_per_row = memory_per_row(path_nodes, backward)
     if not fp16:
         keep_blocked_layout(backward, e)
+    if blocks is None:
+        blocks = auto_blocks(bytes_per_row)
+    grad, blocks = split_rows(e, path_flat, seed, grad, path_nodes + list(g.nodes[first_backward:]), blocks, _clone)
 
     n_k_rest = e.concat([e.shape(x, 0, 1), e.const(np.asarray([-1], np.int64)), e.shape(x, start=1)], axis=0)
     summed = e.op("ReduceSum", [e.op("Reshape", [grad, n_k_rest]), e.const(np.asarray([1], np.int64))],
@@ -319,6 +331,7 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
         META_PREFIX + "model_outputs": json.dumps(fg.output_names),
         META_PREFIX + "num_classes": str(fg.num_classes or ""),
         META_PREFIX + "bytes_per_step": str(bytes_per_row or 3 * _activation_bytes_per_row(forward)),
+        META_PREFIX + "row_blocks": str(blocks),
         **({META_PREFIX + "bytes_per_step_pixels": str(nominal_pixels)} if nominal_pixels else {}),
         **({META_PREFIX + "pixel_input": json.dumps(fg.pixel_input)} if fg.pixel_input else {}),
         META_PREFIX + "defaults": json.dumps({"steps": DEFAULT_STEPS, "rule": DEFAULT_RULE, "baseline": "zeros"}),

@@ -127,7 +127,7 @@ def maps_of(attr: np.ndarray, layout: str = "NCHW", signed: bool = False) -> np.
 
 
 # with autodiff/*.py: the source a converted graph depends on (the cache key of converted models)
-CONVERTER_SOURCES = ("api.py", "contract.py", "errors.py", "image_input.py", "imageio.py", "integrate.py", "loader.py",
+CONVERTER_SOURCES = ("api.py", "blocks.py", "contract.py", "errors.py", "image_input.py", "imageio.py", "integrate.py", "loader.py",
                      "modelfile.py", "modelhead.py", "precision.py", "quadrature.py", "__init__.py")
 
 

@@ -38,6 +38,10 @@ def configure(c: argparse.ArgumentParser) -> None:
     c.add_argument("--fp16", action="store_true",
                    help="build the attribution graph in float16 (for the CUDA provider; onnxruntime's CPU provider "
                         "lacks float16 kernels). Default: float32, also for float16 models")
+    c.add_argument("--blocks", type=int, metavar="B",
+                   help="run the integration rows (images x steps) as B copies of the graph one after another: "
+                        "on CPU faster and B times less memory, at a slower session start. Default: by the "
+                        "model's activation size (10 for ImageNet CNNs, 1 for small ones)")
     c.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
 
 
@@ -50,7 +54,7 @@ def run(a: argparse.Namespace) -> int:
               "mean": a.mean, "std": a.std}  # laid over the defaults for this model (api._preprocess_for)
     labels = load_labels(a.labels) if a.labels else None
     r = convert(a.model, a.output, a.method, a.input_name, a.output_name, pp, labels, overwrite=a.force,
-                input_shape=a.input_shape, fp16=a.fp16)
+                input_shape=a.input_shape, fp16=a.fp16, blocks=a.blocks)
     for n in r.notes:
         print(f"note: {n}", file=sys.stderr)
     classes = f", {r.num_classes} classes" if r.num_classes else ""

@@ -1,0 +1,85 @@
+"""Row blocks: the path copy and its backward graph run as B copies, one after another, over slices of the rows.
+
+Why: in one batch of images x steps rows (50 for one image) every early activation is a tensor of hundreds
+of MB, so each op reads and writes main memory, and every activation stays alive until the backward pass
+reaches it. B copies over rows/B rows each keep consecutive ops' tensors in the cache and hold one block's
+activations at a time. Each row is computed exactly as in one batch, so the attributions are bit-identical.
+Measured (MobileNetV2 GNL-IG, 1 image x 50 steps, plain 2-thread onnxruntime session on a 2-core EPYC):
+1 block 0.64 s and 3.0 GB peak RSS, 5 blocks 0.55 s / 1.3 GB, 10 blocks 0.51 s / 0.8 GB; session
+creation grows with the node count (0.08, 0.19, 0.37 s), hence the cap.
+
+The copies are plain nodes in the main graph, not a Loop: onnxruntime optimises a Loop body without its
+blocked (NCHWc) convolutions when the weights live outside the body.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .autodiff.emit import Emitter
+from .quadrature import DEFAULT_STEPS
+
+BLOCK_BYTES = 320 << 20  # aim: one block's activations at the default steps for one image (about the L3 x 10)
+MAX_BLOCKS = 10          # session creation grows with the copies (each is the whole forward and backward graph)
+BATCH = "gig_rows_per_block"  # the symbolic batch of every copy (one size for all of them)
+
+
+def auto_blocks(bytes_per_row: int, rows: int = DEFAULT_STEPS) -> int:
+    """How many blocks one image's default steps take: enough for ``BLOCK_BYTES`` each, at most ``MAX_BLOCKS``.
+
+    A small model (a test net, a 32x32 classifier) stays one block: its rows are cache-sized already.
+    """
+    if bytes_per_row <= 0:
+        return 1
+    return int(max(1, min(MAX_BLOCKS, rows, -(-rows * bytes_per_row // BLOCK_BYTES))))
+
+
+def dependent_nodes(nodes: list[gs.Node], sources: set[str]) -> list[gs.Node]:
+    """The nodes of ``nodes`` (in order) that read one of ``sources`` directly or through another such node."""
+    live, out = set(sources), []
+    for n in nodes:
+        if any(i.name in live for i in n.inputs):
+            out.append(n)
+            live.update(o.name for o in n.outputs)
+    return out
+
+
+def split_rows(e: Emitter, rows: gs.Tensor, seed: gs.Tensor, grad: gs.Tensor, nodes: list[gs.Node],
+               blocks: int, clone) -> tuple[gs.Tensor, int]:
+    """Replace the nodes between (``rows``, ``seed``) and ``grad`` by ``blocks`` copies over row slices.
+
+    ``rows`` [R, ...] are the path inputs, ``seed`` [R, ...] the cotangent of the score, ``grad`` [R, ...]
+    d(score . seed)/d(rows). Rows are padded to a multiple of ``blocks`` with copies of the last row
+    seeded with zeros (at most ``blocks`` - 1 rows, cut off again), so no copy ever sees an empty batch.
+    ``clone(nodes, src, dst, prefix, batch, also, old_batch)`` is integrate's node copier.
+    Returns the tensor that replaces ``grad`` and the number of blocks (1: the graph is left as it was,
+    as for a seed of unknown rank).
+    """
+    g = e.graph
+    moved = dependent_nodes(nodes, {rows.name, seed.name})
+    if blocks <= 1 or seed.shape is None or not rows.shape or grad.name not in {o.name for n in moved for o in n.outputs}:
+        return grad, 1
+    ids = {id(n) for n in moved}
+    g.nodes = [n for n in g.nodes if id(n) not in ids]
+
+    def i64(v):
+        return e.const(np.asarray(v, np.int64))
+
+    total = e.shape(rows, 0, 1)
+    per = e.div(e.add(total, i64([blocks - 1])), i64([blocks]))  # ceil(R / blocks)
+    pad = e.sub(e.mul(per, i64([blocks])), total)                 # 0 <= pad < blocks
+    rank = len(rows.shape)
+    last = e.slice(rows, [-1], [2 ** 62], [0])
+    rows_p = e.concat([rows, e.expand(last, e.concat([pad, i64([1] * (rank - 1))], 0))], 0)
+    srank = len(seed.shape)
+    zero = e.const(np.zeros([1] * srank, e.dtype))
+    seed_p = e.concat([seed, e.expand(zero, e.concat([pad, e.shape(seed, start=1)], 0))], 0)
+    grads = []
+    for j in range(blocks):
+        lo, hi = e.mul(per, i64([j])), e.mul(per, i64([j + 1]))
+        part = e.op("Slice", [rows_p, lo, hi, i64([0])], dtype=rows.dtype, shape=[BATCH] + list(rows.shape[1:]))
+        part_seed = e.op("Slice", [seed_p, lo, hi, i64([0])], dtype=seed.dtype, shape=[BATCH] + list(seed.shape[1:]))
+        copies, mapping = clone(moved, rows, part, f"gig/b{j}/", BATCH, {seed.name: part_seed}, rows.shape[0])
+        g.nodes.extend(copies)
+        grads.append(mapping[grad.name])
+    return e.op("Slice", [e.concat(grads, 0), i64([0]), total, i64([0])], dtype=grad.dtype, shape=grad.shape), blocks
