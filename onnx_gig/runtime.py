@@ -94,8 +94,11 @@ def session_options(threads: Optional[int] = None) -> ort.SessionOptions:
 
 
 def make_session(model: str | os.PathLike | bytes, device: str = "auto",
-                 threads: Optional[int] = None) -> ort.InferenceSession:
+                 threads: Optional[int] = None, cache: bool = False) -> ort.InferenceSession:
     """An InferenceSession on CUDA when asked/available and it loads, else on CPU.
+
+    ``cache`` keeps a CPU session's optimised graph for the next process (sessioncache.py): for models
+    whose graph optimisation is a large part of the start (row blocks).
 
     A CUDA provider that was asked for (``device="cuda"``, or ``auto`` with an NVIDIA driver present)
     but does not load is reported on stderr in one line, with onnxruntime's reason, and the session
@@ -109,7 +112,13 @@ def make_session(model: str | os.PathLike | bytes, device: str = "auto",
     text: Any = lambda: ""  # noqa: E731
     try:
         with _capture_stderr(want_cuda) as text:
-            sess = ort.InferenceSession(src, sess_options=session_options(threads), providers=providers)
+            if cache and not want_cuda and not isinstance(model, bytes):
+                from . import sessioncache
+
+                sess = sessioncache.session(Path(src), lambda: session_options(threads), providers,
+                                            {"threads": threads or 0, "options": "runtime.session_options/1"})
+            else:
+                sess = ort.InferenceSession(src, sess_options=session_options(threads), providers=providers)
     except Exception as exc:
         sys.stderr.write(text())
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
@@ -209,8 +218,11 @@ class GigModel:
         self.bytes_per_step = max(1, int(self.metadata.get(META_PREFIX + "bytes_per_step", "0") or 0))
         # a dynamic-size model's estimate holds for an image of this many elements (integrate.NOMINAL_SIZE)
         self.nominal_pixels = int(self.metadata.get(META_PREFIX + "bytes_per_step_pixels", "0") or 0)
+        # the graph runs a run's rows as this many blocks one after another (blocks.py): a run of R rows
+        # holds about ceil(R / row_blocks) rows' activations at a time
+        self.row_blocks = max(1, int(self.metadata.get(META_PREFIX + "row_blocks", "1") or 1))
         self.max_memory = parse_memory(max_memory) or default_max_memory()
-        self.session = make_session(self.path, device, threads)
+        self.session = make_session(self.path, device, threads, cache=self.row_blocks > 1)
         self.provider = self.session.get_providers()[0]
         self._device_id = int(cuda_provider_options()["device_id"]) if self.provider == CUDA else 0
         # IO binding on CUDA: inputs uploaded once, attributions accumulated on the device
@@ -264,7 +276,7 @@ class GigModel:
         free = self.max_memory - self._resident_base
         if self.provider == CPU:
             free = min(free, CPU_RUN_BYTES)
-        return int(max(1, free // self.step_bytes(pixels)))
+        return int(max(1, free // self.step_bytes(pixels)) * self.row_blocks)
 
     def plan(self, n_images: int, n_steps: int, internal_batch_size: Optional[int] = None,
              pixels: Optional[int] = None) -> "ChunkPlan":
@@ -272,7 +284,12 @@ class GigModel:
         rows = int(internal_batch_size) if internal_batch_size else self.rows_per_run(pixels)
         per = max(1, min(n_steps, rows))
         group = max(1, min(n_images, rows // per))
-        per = -(-n_steps // -(-n_steps // per))  # the same number of chunks, sizes balanced
+        b = self.row_blocks
+        if per < n_steps and per >= b:  # whole blocks per run, balanced: no run pads its last block
+            units, unit_max = -(-n_steps // b), per // b
+            per = b * -(-units // -(-units // unit_max))
+        else:
+            per = -(-n_steps // -(-n_steps // per))  # the same number of chunks, sizes balanced
         chunks = [(i, min(n_images, i + group), s, min(n_steps, s + per))
                   for i in range(0, n_images, group) for s in range(0, n_steps, per)]
         return ChunkPlan(group, per, chunks)

@@ -1,10 +1,21 @@
 """Shared fixtures: a small PyTorch CNN exported to ONNX, and the shipped demo model converted once."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# sessions the tests open keep their optimised graphs here, not in the user's ~/.cache (sessioncache.py)
+_SESSION_CACHE = tempfile.mkdtemp(prefix="onnx-gig-test-sessions-")
+os.environ["ONNX_GIG_CACHE_DIR"] = _SESSION_CACHE
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
