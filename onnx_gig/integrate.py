@@ -211,7 +211,7 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     """Wrap the forward graph, a path copy with its backward graph, and a baseline copy into one model.
 
     ``blocks`` runs the path copy and its backward graph as that many copies over slices of the rows
-    (blocks.py; default: by the model's activation size, 1 for small models). ``fp16`` returns the float16 graph (inputs and outputs stay float32; for the CUDA provider): its
+    (blocks.py; default: by the model's activation size, 1 for small models and for ``fp16``). ``fp16`` returns the float16 graph (inputs and outputs stay float32; for the CUDA provider): its
     ReLU/Clip masks are built with comparisons, since the scaled-step masks need float32's range.
     """
     g = gs.import_onnx(fg.model)
@@ -293,8 +293,8 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
         bytes_per_row = memory_per_row(path_nodes, backward)
     if not fp16:
         keep_blocked_layout(backward, e)
-    if blocks is None:
-        blocks = auto_blocks(bytes_per_row)
+    if blocks is None:  # the float16 graph is for GPUs, where one large batch beats small blocks
+        blocks = 1 if fp16 else auto_blocks(bytes_per_row)
     grad, blocks = split_rows(e, path_flat, seed, grad, path_nodes + list(g.nodes[first_backward:]), blocks, _clone)
 
     n_k_rest = e.concat([e.shape(x, 0, 1), e.const(np.asarray([-1], np.int64)), e.shape(x, start=1)], axis=0)

@@ -62,7 +62,7 @@ MODELS = ("mobilenet_v2", "resnet50", "vgg16")
 DEFAULT_MODELS = ("mobilenet_v2", "resnet50")  # VGG-16 on request (--models): 50 rows need ~7 GB per worker
 TITLES = {"mobilenet_v2": "MobileNetV2 (ImageNet weights)", "resnet50": "ResNet-50 (random weights)",
           "vgg16": "VGG-16 (random weights)"}
-CONFIGS = ("gnl-ig", "ig", "captum-guided", "captum", "forward")
+CONFIGS = ("gnl-ig", "ig", "captum-guided", "captum", "forward", "forward-blocks")
 FORWARD_BATCH = 50
 SEED = 0
 
@@ -269,7 +269,14 @@ def _plain_session_runner(path: Path, x, steps: int, threads: Optional[int], inf
         so.intra_op_num_threads = int(threads)
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    info.update(provider="CPUExecutionProvider (plain session)", rows_per_chunk=steps, chunks=x.shape[0])
+    from onnx_gig.contract import META_PREFIX
+    from onnx_gig.modelhead import read_head
+
+    blocks = int(read_head(path, graph=False).metadata.get(META_PREFIX + "row_blocks", "1") or 1)
+    # the graph runs one image's steps as `blocks` copies of ceil(steps / blocks) rows (onnx_gig/blocks.py):
+    # that is the batch Captum gets too
+    info.update(provider="CPUExecutionProvider (plain session)", rows_per_chunk=-(-steps // blocks),
+                chunks=x.shape[0], row_blocks=blocks)
     inp = sess.get_inputs()[0].name
     extra = {}
     if steps != 50:
@@ -357,7 +364,7 @@ def _worker(spec: dict) -> None:
             ga = GigModel(alt, device=spec["device"], max_memory=spec["max_memory"], threads=threads)
             np.save(cache / f"attr_{name}_{n}_gnl-ig-authors.npy", ga.explain(x, n_steps=steps).attributions)
             del ga
-    elif kind == "forward":
+    elif kind in ("forward", "forward-blocks"):
         import numpy as np
 
         from onnx_gig.quadrature import schedule
@@ -367,11 +374,13 @@ def _worker(spec: dict) -> None:
         alphas, _ = schedule(steps, "gausslegendre")
         rows = (alphas[None, :, None, None, None] * x[:, None]).reshape(-1, *x.shape[1:]).astype(np.float32)
         inp = sess.get_inputs()[0].name
-        info["rows_per_chunk"] = min(len(rows), FORWARD_BATCH)
+        # forward-blocks: batches of onnx-gig's rows per block, a stricter bound where small batches run faster
+        batch = (spec.get("captum_batch") or FORWARD_BATCH) if kind == "forward-blocks" else FORWARD_BATCH
+        info["rows_per_chunk"] = min(len(rows), batch)
 
         def run(light=False):
-            for i in range(0, FORWARD_BATCH if light else len(rows), FORWARD_BATCH):
-                sess.run(None, {inp: rows[i:i + FORWARD_BATCH]})
+            for i in range(0, batch if light else len(rows), batch):
+                sess.run(None, {inp: rows[i:i + batch]})
             return None
     else:
         import torch
@@ -721,7 +730,8 @@ def report(results: list[dict], machine: str, args, cold: Optional[dict] = None)
         lines.append(f"| {TITLES[r['model']]} | {r['images']} | {f(conv, ' s')} "
                      f"| {f(ratio(med.get('captum-guided'), med.get('gnl-ig')))} "
                      f"| {f(ratio(med.get('captum'), med.get('ig')))} "
-                     f"| {f(ratio(med.get('gnl-ig'), med.get('forward')))} "
+                     f"| {f(ratio(med.get('gnl-ig'), med.get('forward')))}"
+                     f"{' (' + f(ratio(med.get('gnl-ig'), med.get('forward-blocks'))) + ' of forward-blocks)' if med.get('forward-blocks') else ''} "
                      f"| {f(ratio(med.get('ig'), med.get('forward')))} "
                      f"| {guided} | {e(agr.get('ig vs captum'))} |")
         if "gnl-ig-fp16 vs gnl-ig" in agr:
