@@ -57,7 +57,7 @@ def open_sessions(model, device: str, budget: Optional[int], threads: Optional[i
     # each session measured the whole process as resident (the last one: every session's weights); counted
     # once per session, n sessions left (budget - n x resident) / n each for activations, not (budget - resident) / n
     for gm in gms:
-        gm._resident_base = gms[-1]._resident_base // n
+        gm.share_resident(gms[-1].resident_bytes // n)
     return gms
 
 

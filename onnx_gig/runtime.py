@@ -258,6 +258,16 @@ class GigModel:
     def preprocess_json(self) -> Optional[str]:
         return self.metadata.get(META_PREFIX + "preprocess")
 
+    @property
+    def resident_bytes(self) -> int:
+        """What the budget counts as taken before any run: this process's resident set when the session was
+        made, plus a margin (0 on CUDA, whose budget is the device's)."""
+        return self._resident_base
+
+    def share_resident(self, resident: int) -> None:
+        """Count ``resident`` bytes instead (sessions side by side split what the process holds: pool.py)."""
+        self._resident_base = max(0, int(resident))
+
     def step_bytes(self, pixels: Optional[int] = None) -> int:
         """``bytes_per_step`` for one image of ``pixels`` elements: activations grow with the image's area,
         so a dynamic-size model's estimate (made at a nominal size) is scaled by the ratio."""

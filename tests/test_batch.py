@@ -122,7 +122,7 @@ def _small_budget(gm: GigModel, rows: int) -> GigModel:
     """Lower the model's memory budget until one run holds ``rows`` rows (images x steps), rounded up to
     whole row blocks (a run holds one block's activations at a time: blocks.py)."""
     blocks = -(-rows // gm.row_blocks)
-    gm.max_memory = gm._resident_base + blocks * gm.bytes_per_step  # what is resident, plus one block's rows
+    gm.max_memory = gm.resident_bytes + blocks * gm.bytes_per_step  # what is resident, plus one block's rows
     assert gm.rows_per_run() == blocks * gm.row_blocks >= rows
     return gm
 
@@ -374,6 +374,6 @@ def test_sessions_side_by_side_count_the_process_memory_once(demo_gig):
     two = open_sessions(str(demo_gig), "cpu", budget, None, 2)
     resident = _resident_bytes() + RESIDENT_MARGIN
     slack = 16 << 20  # the resident set may move a little between the sessions' measure and this one
-    free = [g.max_memory - g._resident_base for g in two]
+    free = [g.max_memory - g.resident_bytes for g in two]
     assert all(f >= (budget - resident) // 2 - slack for f in free), (free, resident)
     assert sum(free) <= budget - resident + slack, (free, resident)

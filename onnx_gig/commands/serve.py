@@ -30,7 +30,8 @@ def add_server_options(s: argparse.ArgumentParser, port_help: str, default_port:
                                                    ".onnx); once per model")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA when it really loads, else CPU (default auto)")
-    s.add_argument("--max-memory", help="memory budget for one run, e.g. 2G; integration steps run in chunks that fit")
+    s.add_argument("--max-memory", help="memory budget of the server process, e.g. 2G (default: 40%% of free RAM, at most 4G); "
+                                                "integration steps run in chunks that fit")
     s.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
     s.add_argument("--max-upload", default="20M",
                    help="largest photo the page may upload, e.g. 20M (default 20M; larger uploads get HTTP 413)")
