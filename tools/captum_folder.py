@@ -29,6 +29,9 @@ def main() -> int:
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--plain", action="store_true", help="plain IG (no guided hooks)")
+    ap.add_argument("--internal-batch-size", type=int, default=5,
+                    help="rows per forward/backward pass (default 5: onnx-gig's rows per block for MobileNetV2, "
+                         "and on a 2-core EPYC 2.5x faster than one batch of 50)")
     a = ap.parse_args()
 
     import numpy as np
@@ -64,7 +67,7 @@ def main() -> int:
             scores = net(xt)[0].double().numpy()
         t = int(scores.argmax())
         attr = ig.attribute(xt, baselines=xt * 0, target=t, n_steps=a.steps, method="gausslegendre",
-                            internal_batch_size=a.steps)[0].detach().numpy()
+                            internal_batch_size=a.internal_batch_size)[0].detach().numpy()
         probs = softmax(scores)
         title = figure_title(label_of(labels, t), float(probs[t]), "captum " + ("ig" if a.plain else "guided"),
                              a.steps, "gausslegendre", "zeros")
