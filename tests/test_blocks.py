@@ -141,3 +141,30 @@ def test_session_cache_off_and_unwritable(small_net, tmp_path, monkeypatch):
     blocker.write_text("a file where the cache folder would go")
     monkeypatch.setenv("ONNX_GIG_CACHE_DIR", str(blocker / "sessions"))
     np.testing.assert_array_equal(GigModel(path, device="cpu").explain(x, n_steps=5).attributions, ref)
+
+
+def test_blocks_at_run_time_image_sizes(tmp_path):
+    """A model with dynamic height and width: the blocks slice rows whatever the image's size."""
+    import torch
+    from torch_nets import export_dynamic, seeded_mobilenet_v3
+
+    src = tmp_path / "mnv3.onnx"
+    src.write_bytes(export_dynamic(seeded_mobilenet_v3(), torch.zeros(1, 3, 64, 64), {0: "batch", 2: "height", 3: "width"}))
+    one = convert(src, tmp_path / "one.onnx", method="gnl-ig", blocks=1).path
+    three = convert(src, tmp_path / "three.onnx", method="gnl-ig", blocks=3).path
+    for hw in [(48, 64), (37, 41)]:
+        x = np.random.default_rng(hw[0]).standard_normal((2, 3) + hw).astype(np.float32)
+        feeds = {"input": x, "alphas": np.linspace(0.1, 1, 8, dtype=np.float32),
+                 "step_weights": np.full(8, 0.125, np.float32)}
+        name = ort.InferenceSession(str(one), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+        feeds = {name: feeds.pop("input"), **feeds}
+        for r, g in zip(_run_all(one, feeds), _run_all(three, feeds)):
+            np.testing.assert_array_equal(r, g)
+
+
+def test_float16_graphs_default_to_one_block_and_take_blocks_when_asked(small_net, tmp_path):
+    half = convert(small_net, tmp_path / "h.onnx", fp16=True).path
+    assert _meta(half)[META_PREFIX + "row_blocks"] == "1"
+    two = convert(small_net, tmp_path / "h2.onnx", fp16=True, blocks=2).path
+    assert _meta(two)[META_PREFIX + "row_blocks"] == "2"
+    onnx.checker.check_model(onnx.load(str(two)), full_check=True)
