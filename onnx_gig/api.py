@@ -141,6 +141,10 @@ def convert(model: str | os.PathLike, output: str | os.PathLike | None = None, m
             raise InputError(f"{len(labels)} labels given but the model has {fg.num_classes} classes")
         meta[LABELS_KEY] = json.dumps(labels)
     ig = build_ig_model(fg, rules, meta, fp16=fp16, blocks=None if blocks is None else int(blocks))
+    made = next((int(p.value) for p in ig.metadata_props if p.key == META_PREFIX + "row_blocks"), 1)
+    if blocks is not None and int(blocks) > 1 and made == 1:
+        notes.append(f"--blocks {blocks} was not applied: the explained output's shape is unknown, so its rows "
+                     f"cannot be sliced; the model runs its rows in one batch")
     save_model(ig, out, protect=(src,))
     return ConvertResult(out, rules.name, fg.input_name, fg.score_name, fg.num_classes,
                          time.perf_counter() - t0, notes)

@@ -47,6 +47,10 @@ RESIDENT_MARGIN = 128 << 20
 # 13 rows 1.13-1.53 / 0.93-1.0; 8 rows (0.38 GB RSS) 0.97 / 0.9-1.0.
 CPU_RUN_BYTES = 512 << 20
 
+# image-sized float tensors per row that a blocked model's run holds outside its blocks (blocks.py): the path
+# rows, their padded copy, the block slices, the blocks' gradients and their concatenation
+OUTSIDE_BLOCK_COPIES = 6
+
 
 def _resident_bytes() -> int:
     """Current resident set size of this process (0 where it cannot be read)."""
@@ -93,6 +97,14 @@ def session_options(threads: Optional[int] = None) -> ort.SessionOptions:
     return so
 
 
+def _describe(so: ort.SessionOptions) -> dict[str, Any]:
+    """What in ``so`` can change the optimised graph or how it runs (the session cache's key)."""
+    return {"level": int(so.graph_optimization_level), "mem_pattern": so.enable_mem_pattern,
+            "arena": so.enable_cpu_mem_arena, "threads": so.intra_op_num_threads,
+            "inter": so.inter_op_num_threads, "mode": int(so.execution_mode),
+            "spinning": so.get_session_config_entry("session.intra_op.allow_spinning")}
+
+
 def make_session(model: str | os.PathLike | bytes, device: str = "auto",
                  threads: Optional[int] = None, cache: bool = False) -> ort.InferenceSession:
     """An InferenceSession on CUDA when asked/available and it loads, else on CPU.
@@ -116,7 +128,7 @@ def make_session(model: str | os.PathLike | bytes, device: str = "auto",
                 from . import sessioncache
 
                 sess = sessioncache.session(Path(src), lambda: session_options(threads), providers,
-                                            {"threads": threads or 0, "options": "runtime.session_options/1"})
+                                            _describe(session_options(threads)))
             else:
                 sess = ort.InferenceSession(src, sess_options=session_options(threads), providers=providers)
     except Exception as exc:
@@ -281,22 +293,32 @@ class GigModel:
         The budget covers the whole process: what is resident once the session exists (weights, their
         reordered copies, the runtime) is measured and taken off, and the rest is divided by the
         model's ``bytes_per_step`` (activation memory of one row, calibrated against peak RSS). On CPU a
-        run holds at most ``CPU_RUN_BYTES``: bigger runs are no faster and make the first call slow.
+        run holds at most ``CPU_RUN_BYTES``: bigger runs are no faster and make the first call slow. A
+        blocked model (blocks.py) holds one block's rows of activations at a time, plus a few image-sized
+        tensors per row of the whole run (the path rows, their padded copy and slices, the gradients), so
+        it takes up to ``row_blocks`` times the rows.
         """
         free = self.max_memory - self._resident_base
         if self.provider == CPU:
             free = min(free, CPU_RUN_BYTES)
-        return int(max(1, free // self.step_bytes(pixels)) * self.row_blocks)
+        b = self.row_blocks
+        if b <= 1:
+            return int(max(1, free // self.step_bytes(pixels)))
+        image = 4 * int(pixels or np.prod([d if isinstance(d, int) else 0 for d in self.input_shape[1:]]) or 0)
+        per_row = self.step_bytes(pixels) + b * OUTSIDE_BLOCK_COPIES * image
+        return int(max(1, free // per_row) * b)
 
     def plan(self, n_images: int, n_steps: int, internal_batch_size: Optional[int] = None,
              pixels: Optional[int] = None) -> "ChunkPlan":
         """How ``n_images`` x ``n_steps`` rows split into runs: whole images' steps first, balanced chunks."""
         rows = int(internal_batch_size) if internal_batch_size else self.rows_per_run(pixels)
+        if internal_batch_size and self.row_blocks > 1:  # a blocked run holds one block's rows at a time: the
+            rows = self.row_blocks * -(-rows // self.row_blocks)  # same memory, no block padded to fill it
         per = max(1, min(n_steps, rows))
         group = max(1, min(n_images, rows // per))
         b = self.row_blocks
-        if per < n_steps and per >= b:  # whole blocks per run, balanced: no run pads its last block
-            units, unit_max = -(-n_steps // b), per // b
+        if per < n_steps and per >= b:  # whole blocks per run, balanced (only the last pads, when B does not
+            units, unit_max = -(-n_steps // b), per // b  # divide the steps)
             per = b * -(-units // -(-units // unit_max))
         else:
             per = -(-n_steps // -(-n_steps // per))  # the same number of chunks, sizes balanced

@@ -8,8 +8,11 @@ off. The optimised graph is specific to the onnxruntime version and the CPU (the
 vector width), so the key holds both, with the model file's path, size and mtime and the session options.
 
 Where: ``$ONNX_GIG_CACHE_DIR``, else ``$XDG_CACHE_HOME/onnx-gig/sessions``, else ``~/.cache/onnx-gig/sessions``;
-the newest ``MAX_ENTRIES`` are kept. ``ONNX_GIG_SESSION_CACHE=0`` turns it off. Anything that goes wrong with
-the cache (a read-only home, a damaged entry) falls back to an ordinary session: the cache can only save time.
+the newest entries are kept, at most ``MAX_ENTRIES`` and ``MAX_BYTES`` (an entry is about twice its model:
+the weights and their blocked copies). ``ONNX_GIG_SESSION_CACHE=0`` turns it off. Anything that goes wrong
+with the cache (a read-only or foreign folder, a damaged entry, a model onnxruntime cannot save, such as one
+with external data) falls back to an ordinary session, and a model that could not be saved is marked so
+that later processes do not try again: the cache can only save time.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from typing import Any, Callable, Optional
 import onnxruntime as ort
 
 MAX_ENTRIES = 8
+MAX_BYTES = 2 << 30
 MAX_MODEL_BYTES = 1 << 30  # the optimised copy must fit one protobuf (2 GB) beside its reordered weights
 
 
@@ -55,10 +59,21 @@ def key(path: Path, options: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _prune(folder: Path) -> None:
+    """Keep the newest entries: at most MAX_ENTRIES of them and MAX_BYTES in all."""
     entries = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in entries[MAX_ENTRIES:]:
-        old.unlink(missing_ok=True)
+    total = 0
+    for k, entry in enumerate(entries):
+        total += entry.stat().st_size
+        if k >= MAX_ENTRIES or (k > 0 and total > MAX_BYTES):
+            _unlink(entry)
 
 
 def session(path: Path, options: Callable[[], ort.SessionOptions], providers: list, describe: dict[str, Any]
@@ -75,15 +90,22 @@ def session(path: Path, options: Callable[[], ort.SessionOptions], providers: li
         entry = folder / f"{key(path, describe)}.onnx"
     except OSError:
         return ort.InferenceSession(str(path), sess_options=options(), providers=providers)
+    skip = entry.with_suffix(".nocache")
+    if skip.exists():  # onnxruntime could not save this model's optimised graph before
+        return ort.InferenceSession(str(path), sess_options=options(), providers=providers)
     if entry.is_file():
         so = options()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             s = ort.InferenceSession(str(entry), sess_options=so, providers=providers)
-            os.utime(entry)  # newest use first when pruning
-            return s
         except Exception:  # damaged or foreign: rebuild it
-            entry.unlink(missing_ok=True)
+            _unlink(entry)
+        else:
+            try:
+                os.utime(entry)  # newest use first when pruning
+            except OSError:
+                pass
+            return s
     tmp: Optional[Path] = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -93,11 +115,16 @@ def session(path: Path, options: Callable[[], ort.SessionOptions], providers: li
         s = ort.InferenceSession(str(path), sess_options=so, providers=providers)
     except Exception:
         if tmp is not None:
-            tmp.unlink(missing_ok=True)
+            _unlink(tmp)
+            if tmp.parent.is_dir():  # the folder is usable: it is the model that cannot be saved
+                try:
+                    skip.touch()
+                except OSError:
+                    pass
         return ort.InferenceSession(str(path), sess_options=options(), providers=providers)
     try:
         os.replace(tmp, entry)  # atomic: another process sees the whole entry or none
         _prune(folder)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
     return s

@@ -85,11 +85,12 @@ def test_auto_blocks_follow_the_activation_size(small_net, tmp_path, demo_model)
 def test_runs_hold_whole_blocks(small_net, tmp_path):
     gm = GigModel(convert(small_net, tmp_path / "b5.onnx", blocks=5).path, device="cpu")
     assert gm.row_blocks == 5
-    for steps, rows in [(50, 30), (50, 12), (20, 10), (7, 5), (50, 200)]:
+    for steps, rows in [(50, 30), (50, 12), (20, 10), (7, 5), (50, 200), (50, 1), (50, 7)]:
         plan = gm.plan(1, steps, rows)
         sizes = [e - s for _, _, s, e in plan.chunks]
-        assert sum(sizes) == steps and max(sizes) <= max(rows, 1)
-        if rows < steps and steps % 5 == 0:
+        # a given batch is rounded up to whole blocks: one block holds ceil(rows / 5) rows, as asked
+        assert sum(sizes) == steps and max(sizes) <= 5 * -(-rows // 5)
+        if steps % 5 == 0:
             assert all(n % 5 == 0 for n in sizes), (steps, rows, sizes)
     assert gm.rows_per_run() % 5 == 0  # the memory budget counts one block's rows
 
@@ -127,6 +128,26 @@ def test_session_cache_saves_once_loads_after_and_survives_damage(small_net, tmp
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10 ** 9))  # a changed model: new key
     GigModel(path, device="cpu")
     assert len(list(cache.glob("*.onnx"))) == 2
+
+
+def test_session_cache_in_a_folder_it_cannot_write_or_a_model_it_cannot_save(small_net, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ONNX_GIG_CACHE_DIR", str(cache))
+    path = convert(small_net, tmp_path / "b2.onnx", blocks=2).path
+    x = np.random.default_rng(6).standard_normal((1, 3, 20, 20)).astype(np.float32)
+    ref = GigModel(path, device="cpu").explain(x, n_steps=4).attributions
+    entry = next(cache.glob("*.onnx"))
+    if os.geteuid() != 0:  # root writes anywhere: a read-only entry only stops other users
+        cache.chmod(0o500)
+        entry.chmod(0o400)
+        try:
+            np.testing.assert_array_equal(GigModel(path, device="cpu").explain(x, n_steps=4).attributions, ref)
+        finally:
+            cache.chmod(0o700)
+    entry.unlink()
+    (cache / (entry.stem + ".nocache")).touch()  # what a failed save leaves: later processes do not retry
+    np.testing.assert_array_equal(GigModel(path, device="cpu").explain(x, n_steps=4).attributions, ref)
+    assert not list(cache.glob("*.onnx"))
 
 
 def test_session_cache_off_and_unwritable(small_net, tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ def configure(c: argparse.ArgumentParser) -> None:
                         "lacks float16 kernels). Default: float32, also for float16 models")
     c.add_argument("--blocks", type=int, metavar="B",
                    help="run the integration rows (images x steps) as B copies of the graph one after another: "
-                        "on CPU faster and B times less memory, at a slower session start; on a GPU one large "
+                        "on CPU faster and B times less activation memory, at a slower session start; on a GPU one large "
                         "batch is faster (--blocks 1). Default: by the model's activation size (10 for "
                         "ImageNet CNNs, 1 for small ones and with --fp16)")
     c.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
