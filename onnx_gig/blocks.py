@@ -19,7 +19,9 @@ import onnx_graphsurgeon as gs
 from .autodiff.emit import Emitter
 from .quadrature import DEFAULT_STEPS
 
-BLOCK_BYTES = 320 << 20  # aim: one block's activations at the default steps for one image (about the L3 x 10)
+# one block's share of one image's default steps, in memory_per_row's estimate: ImageNet CNNs (MobileNetV2
+# 3.1 GB, ResNet-50 4.3 GB for 50 rows) take MAX_BLOCKS; a net whose rows are cache-sized already takes one
+BLOCK_BYTES = 320 << 20
 MAX_BLOCKS = 10          # session creation grows with the copies (each is the whole forward and backward graph)
 BATCH = "gig_rows_per_block"  # the symbolic batch of every copy (one size for all of them)
 
@@ -57,7 +59,8 @@ def split_rows(e: Emitter, rows: gs.Tensor, seed: gs.Tensor, grad: gs.Tensor, no
     """
     g = e.graph
     moved = dependent_nodes(nodes, {rows.name, seed.name})
-    if blocks <= 1 or seed.shape is None or not rows.shape or grad.name not in {o.name for n in moved for o in n.outputs}:
+    produced = {o.name for n in moved for o in n.outputs}
+    if blocks <= 1 or seed.shape is None or not rows.shape or grad.name not in produced:
         return grad, 1
     ids = {id(n) for n in moved}
     g.nodes = [n for n in g.nodes if id(n) not in ids]
