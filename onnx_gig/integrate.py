@@ -211,8 +211,9 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     """Wrap the forward graph, a path copy with its backward graph, and a baseline copy into one model.
 
     ``blocks`` runs the path copy and its backward graph as that many copies over slices of the rows
-    (blocks.py; default: by the model's activation size, 1 for small models and for ``fp16``). ``fp16`` returns the float16 graph (inputs and outputs stay float32; for the CUDA provider): its
-    ReLU/Clip masks are built with comparisons, since the scaled-step masks need float32's range.
+    (blocks.py; default: by the model's activation size, 1 for small models and for ``fp16``). ``fp16``
+    returns the float16 graph (inputs and outputs stay float32; for the CUDA provider): its ReLU/Clip
+    masks are built with comparisons, since the scaled-step masks need float32's range.
     """
     g = gs.import_onnx(fg.model)
     g.toposort()

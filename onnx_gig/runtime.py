@@ -127,8 +127,8 @@ def make_session(model: str | os.PathLike | bytes, device: str = "auto",
             if cache and not want_cuda and not isinstance(model, bytes):
                 from . import sessioncache
 
-                sess = sessioncache.session(Path(src), lambda: session_options(threads), providers,
-                                            _describe(session_options(threads)))
+                options = lambda: session_options(threads)  # noqa: E731 (fresh options per try)
+                sess = sessioncache.session(Path(src), options, providers, _describe(options()))
             else:
                 sess = ort.InferenceSession(src, sess_options=session_options(threads), providers=providers)
     except Exception as exc:
@@ -311,12 +311,12 @@ class GigModel:
     def plan(self, n_images: int, n_steps: int, internal_batch_size: Optional[int] = None,
              pixels: Optional[int] = None) -> "ChunkPlan":
         """How ``n_images`` x ``n_steps`` rows split into runs: whole images' steps first, balanced chunks."""
+        b = self.row_blocks
         rows = int(internal_batch_size) if internal_batch_size else self.rows_per_run(pixels)
-        if internal_batch_size and self.row_blocks > 1:  # a blocked run holds one block's rows at a time: the
-            rows = self.row_blocks * -(-rows // self.row_blocks)  # same memory, no block padded to fill it
+        if internal_batch_size:  # a blocked run holds one block's rows at a time: rounded up to whole blocks,
+            rows = b * -(-rows // b)  # the same memory, and no block padded to fill it
         per = max(1, min(n_steps, rows))
         group = max(1, min(n_images, rows // per))
-        b = self.row_blocks
         if per < n_steps and per >= b:  # whole blocks per run, balanced (only the last pads, when B does not
             units, unit_max = -(-n_steps // b), per // b  # divide the steps)
             per = b * -(-units // -(-units // unit_max))

@@ -65,17 +65,22 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
-def test_conv(case):
+def check_conv_like(op: str, tag: str, case, out_channels: int) -> None:
+    """A Conv/ConvTranspose case (name, input shape, weight shape, attributes, bias?) against finite differences."""
     name, xs, ws, attrs, bias = case
-    rng = rng_for("conv", name)
+    rng = rng_for(tag, name)
     inits = {"W": randn(rng, *ws, scale=0.5)}
     inputs = [X, "W"]
     if bias:
-        inits["B"] = randn(rng, ws[0])
+        inits["B"] = randn(rng, out_channels)
         inputs.append("B")
-    m = single_op("Conv", xs, inputs, inits, kernel_shape=list(ws[2:]), **attrs)
+    m = single_op(op, xs, inputs, inits, kernel_shape=list(ws[2:]), **attrs)
     check_against_fd(m, randn(rng, *xs))
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv(case):
+    check_conv_like("Conv", "conv", case, out_channels=case[2][0])
 
 
 # -- Gemm / MatMul ------------------------------------------------------------------------
@@ -611,15 +616,7 @@ CONVT_CASES = [
 
 @pytest.mark.parametrize("case", CONVT_CASES, ids=[c[0] for c in CONVT_CASES])
 def test_conv_transpose(case):
-    name, xs, ws, attrs, bias = case
-    rng = rng_for("convT", name)
-    inits = {"W": randn(rng, *ws, scale=0.5)}
-    inputs = [X, "W"]
-    if bias:
-        inits["B"] = randn(rng, ws[1] * attrs.get("group", 1))
-        inputs.append("B")
-    m = single_op("ConvTranspose", xs, inputs, inits, kernel_shape=list(ws[2:]), **attrs)
-    check_against_fd(m, randn(rng, *xs))
+    check_conv_like("ConvTranspose", "convT", case, out_channels=case[2][1] * case[3].get("group", 1))
 
 
 @pytest.mark.parametrize("op,mode,shape", [("DepthToSpace", "DCR", (2, 8, 2, 3)), ("DepthToSpace", "CRD", (1, 12, 3, 2)),

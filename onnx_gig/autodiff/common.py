@@ -99,6 +99,18 @@ def constant_params(ctx: GradContext, what: str = "parameters") -> None:
                            f"({what} must be constants)")
 
 
+def constant_input(ctx: GradContext, i: int, what: str) -> np.ndarray:
+    """The value of input ``i`` (``what`` it is, for errors); refused by name when it is not a constant
+    or when a gradient is asked for it."""
+    if ctx.needs(i):
+        raise ctx.fail(f"gradients with respect to input {i} ('{ctx.I(i).name}') are not supported "
+                       f"({what} must be a constant)")
+    v = ctx.const_value(i)
+    if v is None:
+        raise ctx.fail(f"needs a constant {what} (input {i})")
+    return v
+
+
 def zeros_like(ctx: GradContext, t: gs.Tensor) -> gs.Tensor:
     """A zero tensor shaped like forward tensor ``t`` (the gradient of an unused output)."""
     e = ctx.e

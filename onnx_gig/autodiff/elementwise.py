@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from .common import constant_input
 from .registry import GradContext, register
 
 F = np.float32
@@ -91,11 +92,7 @@ def abs_(ctx: GradContext):
 @register("Pow")
 def pow_(ctx: GradContext):
     """x ** p with a constant exponent p."""
-    if ctx.needs(1):
-        raise ctx.fail("only a constant exponent is supported")
-    p = ctx.const_value(1)
-    if p is None:
-        raise ctx.fail("needs a constant exponent")
+    p = constant_input(ctx, 1, "exponent")
     e, x, g = ctx.e, ctx.I(0), ctx.GO(0)
     p = p.astype(np.float64)
     if p.size == 1 and float(p.reshape(-1)[0]) == 2.0:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import constant_params, one_hot, scatter_along, static, zeros_like
+from .common import constant_input, constant_params, one_hot, scatter_along, static, zeros_like
 from .registry import GradContext, register
 
 
@@ -63,11 +63,7 @@ def slice_(ctx: GradContext):
 @register("Gather")
 def gather(ctx: GradContext):
     """Gather with constant indices: scatter the gradient back (repeated indices add)."""
-    if ctx.needs(1):
-        raise ctx.fail("gather indices are not differentiable")
-    idx = ctx.const_value(1)
-    if idx is None:
-        raise ctx.fail("needs constant indices to route the gradient back")
+    idx = constant_input(ctx, 1, "index tensor (it routes the gradient back)")
     x, e = ctx.I(0), ctx.e
     sx = ctx.shape(x)
     rank = len(sx)

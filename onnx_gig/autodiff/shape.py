@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import constant_params, zeros_like
+from .common import constant_input, constant_params, zeros_like
 from .registry import GradContext, register
 
 
@@ -70,9 +70,7 @@ def pad(ctx: GradContext):
     mode = mode.decode() if isinstance(mode, bytes) else mode
     if mode != "constant":
         raise ctx.fail(f"only mode='constant' is differentiable here, got mode='{mode}'")
-    pads = ctx.const_value(1)
-    if pads is None:
-        raise ctx.fail("needs constant pads")
+    pads = constant_input(ctx, 1, "pads tensor")
     rank = len(ctx.shape(ctx.I(0)))
     axes = ctx.const_value(3)
     axes = [int(a) % rank for a in axes] if axes is not None else list(range(rank))
@@ -143,10 +141,7 @@ def space_to_depth(ctx: GradContext):
 @register("Tile")
 def tile(ctx: GradContext):
     """y = x repeated r_a times along each axis a: view g as [r_0, d_0, r_1, d_1, ...] and sum the r axes."""
-    constant_params(ctx, "repeats")
-    reps = ctx.const_value(1)
-    if reps is None:
-        raise ctx.fail("needs constant repeats")
+    reps = constant_input(ctx, 1, "repeats tensor")
     sx = ctx.shape(ctx.I(0))
     reps = [int(r) for r in reps]
     if all(r == 1 for r in reps):
