@@ -205,7 +205,7 @@ class RaySummary:
     """What a Ray run did: inputs, results written, failures, the actor plan, time."""
 
     inputs: int
-    explained: int
+    explained: int  # the earlier run's included (``resumed``)
     failed: int
     duplicates: int  # results Ray delivered twice (a retried task) and the writer kept once
     actors: int
@@ -216,6 +216,7 @@ class RaySummary:
     failures: list
     tables: list
     workers: dict  # actor process id -> images it explained (a restarted actor is a new process)
+    resumed: int = 0  # images an earlier run had explained (--resume): not run again
 
     @property
     def images_per_second(self) -> float:
@@ -228,7 +229,7 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
                 out_dir: str | os.PathLike = ".", *, address: Optional[str] = None, actors: Optional[int] = None,
                 batch_images: int = 4, device: str = "auto", max_memory: int | str | None = None,
                 threads: Optional[int] = None, npy: bool = False, figures: bool = True, overwrite: bool = False,
-                progress: bool = False, protect: Sequence[str | os.PathLike] = (),
+                resume: bool = False, progress: bool = False, protect: Sequence[str | os.PathLike] = (),
                 report: Optional[Callable[[Any], None]] = None) -> RaySummary:
     """Explain files, folders and globs on Ray actors and write ``out_dir`` as ``explain_many`` + ResultWriter do.
 
@@ -236,7 +237,7 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
     a Ray already initialised in this process is used as it is.
     ``batch_images`` images go to an actor per task. Paths (model and images) must be readable by every worker.
     ``report`` is called with each result as it is written (the CLI names failures with it); ``protect``
-    lists files no output may overwrite.
+    lists files no output may overwrite. ``resume``: finish an earlier run into ``out_dir`` (ResultWriter).
     """
     from tqdm import tqdm
 
@@ -259,19 +260,30 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
     options.check(int(nc) if nc else None)
     names = [str(f) for f in files] + [n for n, _ in missing]
     writer = RayResultWriter(out_dir, figures=figures, npy=npy, overwrite=overwrite, options=options,
-                             inputs=names, protect=[model_path, *protect])
+                             inputs=names, protect=[model_path, *protect], model=model_path, resume=resume)
+    _, todo = writer.pending(Inputs(files, missing))
     t0 = time.perf_counter()
     seen: set[int] = set()
     workers: dict[int, int] = {}
     duplicates = 0
     first: Optional[float] = None
+    if not todo:  # everything was done by the earlier run: no cluster to start, only the tables to write
+        with writer:
+            for k, (arg, reason) in enumerate(missing):
+                r = ImageResult(index=len(files) + k, path=arg, error=reason)
+                writer.write(r)
+                if report is not None:
+                    report(r)
+        return RaySummary(len(names), writer.explained, len(writer.failures), 0, 0, 0, 0, time.perf_counter() - t0,
+                          0.0, list(writer.failures), [Path(out_dir) / n for n in ("results.csv", "results.jsonl")],
+                          {}, writer.resumed)
     with ray_session(address) as ray, writer:
         plan = plan_actors(ray, actors, threads, device)
-        rows = [{"index": i, "path": str(Path(f).resolve())} for i, f in enumerate(files)]
+        rows = [{"index": i, "path": str(Path(files[i]).resolve())} for i in todo]
         out = _actor_map(ray, GigActor, dict(model=str(model_path), options=options, device=plan.device,
                                              max_memory=budget, threads=plan.threads, npy=npy, figures=figures),
                          rows, plan, batch_images)
-        bar = tqdm(total=len(names), disable=not progress, unit="image", desc=f"explain on {plan.actors} actors")
+        bar = tqdm(total=len(todo) + len(missing), disable=not progress, unit="image", desc=f"explain on {plan.actors} actors")
         with bar:
             for b in out.iter_batches(batch_size=None, batch_format="numpy"):
                 for k, index in enumerate(b["index"].tolist()):
@@ -296,11 +308,12 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
                 bar.update(1)
                 if report is not None:
                     report(r)
-        if len(seen) != len(files):
-            raise GigError(f"Ray returned {len(seen)} of {len(files)} images; nothing was tabled")
+        if len(seen) != len(todo):
+            raise GigError(f"Ray returned {len(seen)} of {len(todo)} images; nothing was tabled (--resume goes on "
+                           "from the figures written)")
     return RaySummary(len(names), writer.explained, len(writer.failures), duplicates, plan.actors, plan.threads,
                       plan.gpus, time.perf_counter() - t0, first or 0.0, list(writer.failures),
-                      [Path(out_dir) / n for n in ("results.csv", "results.jsonl")], workers)
+                      [Path(out_dir) / n for n in ("results.csv", "results.jsonl")], workers, writer.resumed)
 
 
 def _fields(meta: str) -> dict:

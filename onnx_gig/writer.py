@@ -2,7 +2,8 @@
 
 Every file is written atomically; the tables are written at ``close`` (rows ordered by input index), so an
 interrupted run leaves complete figures and no half-written table. Results may arrive more than once or
-out of order (a distributed run retries): each index is written once.
+out of order (a distributed run retries): each index is written once. Given the model, the writer keeps
+the run record (journal.py) that lets ``resume`` finish an interrupted run.
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .batch import ExplainOptions, ImageResult
+from .batch import ExplainOptions, ImageResult, Inputs
 from .errors import InputError
 from .fileio import atomic_path, check_output
 from .heatmap import render_figure, save_png, saliency_map
+from .journal import RECORD, RunRecord, fingerprint, input_key, is_done
 
 TABLES = ("results.csv", "results.jsonl")
 
@@ -39,15 +41,25 @@ class ResultWriter:
     Stems are kept unique (``a/cat.png``, ``b/cat.png`` -> ``cat_gig.png``, ``cat-2_gig.png``) in input
     order: give ``inputs`` (the input paths by index) to fix every name before any work and to refuse
     existing outputs up front (unless ``overwrite``); without it names are given in arrival order.
+
+    Given ``model`` (the converted model's path), it also keeps the run record ``DIR/.onnx-gig-run.jsonl``;
+    with ``resume`` an earlier run's record is read first: the inputs it explained (and whose files are still
+    there) keep their names and rows and are ``done``; only the others need explaining (see ``pending``).
     """
 
     def __init__(self, out_dir: str | os.PathLike, *, figures: bool = True, npy: bool = False,
                  overwrite: bool = False, options: Optional[ExplainOptions] = None,
                  inputs: Optional[Sequence[str | os.PathLike]] = None,
-                 protect: Iterable[str | os.PathLike] = ()) -> None:
+                 protect: Iterable[str | os.PathLike] = (), model: str | os.PathLike | None = None,
+                 resume: bool = False) -> None:
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
             raise InputError(f"--out-dir {self.dir} is a file; give a folder")
+        if resume and overwrite:
+            raise InputError("--resume keeps what an earlier run wrote and --force writes it again; give one of them")
+        if resume and model is None:
+            raise InputError("resuming needs the model: the run record checks that the same model and options "
+                             "made the earlier outputs")
         self.figures, self.npy, self.overwrite = figures, npy, overwrite
         self.options = options or ExplainOptions()
         self._protect = [Path(p) for p in protect] + [Path(p) for p in (inputs or ())]
@@ -55,12 +67,70 @@ class ResultWriter:
         self._names: dict[int, str] = {}
         self._used: set[str] = set()
         self._rows: dict[int, dict] = {}
+        self._done: set[int] = set()
+        self._todo: Optional[tuple[list[int], int]] = None
         self.failures: list[tuple[str, str]] = []
         self.closed = False
+        self.record = None if model is None else RunRecord(self.dir, fingerprint(model, self.options, figures=figures,
+                                                                                 npy=npy))
+        earlier = self._earlier_run(resume)
+        # a resumed run may replace files the record does not vouch for (an image cut off mid-write)
+        self._replace = overwrite or self._appending
         for name in TABLES:
-            check_output(self.dir / name, self._protect, overwrite)
+            check_output(self.dir / name, self._protect, self._replace)
         for i, p in enumerate(inputs or ()):
-            self._check_free(self._name(i, str(p)))
+            entry = earlier.get(input_key(p))
+            if entry is not None and is_done(entry, self.dir) and self._names.get(i) is None:
+                self._names[i] = entry["stem"]
+                self._rows[i] = {**entry["row"], "image": str(p)}
+                self._done.add(i)
+        for i, p in enumerate(inputs or ()):
+            if i not in self._done:
+                self._check_free(self._name(i, str(p)))
+
+    def _earlier_run(self, resume: bool) -> dict[str, dict]:
+        """The record's entries when resuming (their stems reserved), after refusing a record in the way."""
+        self._appending = False
+        if self.record is None or not self.record.exists():
+            return {}
+        if not resume:
+            if not self.overwrite:
+                raise InputError(f"{self.dir} holds an earlier run (its record {RECORD}): --resume finishes it or "
+                                 "adds new images, --force starts over")
+            return {}
+        entries = self.record.read()
+        for entry in entries.values():
+            if is_done(entry, self.dir):
+                self._used.add(str(entry["stem"]).casefold())  # its files stay: no other input takes the name
+        self._appending = True
+        return entries
+
+    @property
+    def resumed(self) -> int:
+        """Inputs an earlier run had explained (files still there), taken over without running again."""
+        return len(self._done)
+
+    def done(self, index: int) -> bool:
+        """Whether input ``index`` needs no more work (resumed from the record, or written by this run)."""
+        return index in self._rows
+
+    def pending(self, inputs: Inputs) -> tuple[Inputs, list[int]]:
+        """What is left to explain of ``inputs`` (everything unless resuming), and each left file's own index.
+
+        Unmatched arguments are always left: their rows say why. ``reindex`` maps a result of the returned
+        listing back to its index in ``inputs``."""
+        files, missing = inputs
+        todo = [i for i in range(len(files)) if not self.done(i)]
+        self._todo = (todo, len(files))
+        return Inputs([files[i] for i in todo], list(missing)), todo
+
+    def reindex(self, result: ImageResult) -> ImageResult:
+        """A result of ``pending``'s listing, numbered as in the full one."""
+        if self._todo is None:
+            raise InputError("reindex() maps the results of pending()'s listing: call pending() first")
+        todo, n = self._todo
+        result.index = todo[result.index] if result.index < len(todo) else n + result.index - len(todo)
+        return result
 
     # -- names ---------------------------------------------------------------------------------
     def _name(self, index: int, path: str) -> str:
@@ -83,7 +153,7 @@ class ResultWriter:
 
     def _check_free(self, stem: str) -> None:
         for f in self._files(stem):
-            check_output(f, self._protect, self.overwrite)
+            check_output(f, self._protect, self._replace)
 
     # -- writing -------------------------------------------------------------------------------
     def write(self, result: ImageResult) -> bool:
@@ -110,6 +180,10 @@ class ResultWriter:
         row["figure"] = figure.name if figure else None
         row["npy"] = npy.name if npy else None
         self._rows[result.index] = row
+        if self.record is not None:  # after the files: a recorded image is a complete one
+            if self.record.closed:
+                self.record.start(append=self._appending)
+            self.record.add(result.path, stem, row)
         return True
 
     def figure(self, result: ImageResult):
@@ -130,9 +204,13 @@ class ResultWriter:
         return [self._rows[i] for i in sorted(self._rows)]
 
     def close(self) -> list[Path]:
-        """Write results.csv and results.jsonl (each complete or absent); return their paths."""
+        """Write results.csv and results.jsonl (each complete or absent); return their paths.
+
+        The run record stays: a later ``resume`` adds images that appeared since without redoing these."""
         if self.closed:
             return [self.dir / n for n in TABLES]
+        if self.record is not None:
+            self.record.close()
         rows = self.rows()
         cols = list(rows[0]) if rows else list(ImageResult(0, "").row(self.options.top)) + ["figure", "npy"]
         text = io.StringIO(newline="")
@@ -158,6 +236,8 @@ class ResultWriter:
             self.close()
         else:
             self.closed = True
+            if self.record is not None:
+                self.record.close()
 
 
 __all__ = ["ResultWriter", "TABLES", "draw_figure"]

@@ -68,7 +68,7 @@ def test_cli_folder_run_writes_figures_tables_and_npy_and_names_the_bad_file(tre
     assert "4 explained, 2 failed" in p.stdout and str(out) in p.stdout
     assert sorted(os.listdir(out)) == sorted(["cat_gig.png", "cat-2_gig.png", "camera_gig.png", "x_gig.png",
                                               "cat.npy", "cat-2.npy", "camera.npy", "x.npy",
-                                              "results.csv", "results.jsonl"])  # no temp file left
+                                              "results.csv", "results.jsonl", ".onnx-gig-run.jsonl"])  # no temp file
     rows = list(csv.DictReader((out / "results.csv").open()))
     jrows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [Path(r["image"]).relative_to(tree).as_posix() for r in rows[:5]] == ORDER
@@ -93,7 +93,7 @@ def test_cli_folder_run_writes_figures_tables_and_npy_and_names_the_bad_file(tre
     # a second run refuses to overwrite (one line, exit 2) and changes nothing; --force replaces
     before = {n: (out / n).read_bytes() for n in os.listdir(out)}
     p = run_cli("explain", demo_gig, tree, "--out-dir", out, "--steps", STEPS)
-    assert p.returncode == 2 and "already exists" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert p.returncode == 2 and "holds an earlier run" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
 
 
@@ -270,7 +270,7 @@ def test_ctrl_c_during_a_folder_run_leaves_complete_figures_and_no_partial_table
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err
-    names = os.listdir(out)
+    names = [n for n in os.listdir(out) if n != ".onnx-gig-run.jsonl"]  # the run record: --resume goes on
     assert names and all(n.endswith("_gig.png") for n in names) and len(names) < 12  # no table, no temp file
     for n in names:
         from PIL import Image

@@ -81,7 +81,8 @@ def test_same_files_as_one_process(cluster, demo_gig, folder, tmp_path):
     one, on_ray = tmp_path / "one", tmp_path / "ray"
     inputs = [str(folder)]
     files, _ = collect_inputs(inputs)
-    with ResultWriter(one, npy=True, options=ExplainOptions(steps=STEPS), inputs=[str(f) for f in files]) as w:
+    with ResultWriter(one, npy=True, options=ExplainOptions(steps=STEPS), inputs=[str(f) for f in files],
+                      model=demo_gig) as w:
         for r in explain_many(demo_gig, inputs, ExplainOptions(steps=STEPS), device="cpu"):
             w.write(r)
     s = explain_ray(demo_gig, inputs, ExplainOptions(steps=STEPS), on_ray, address=cluster.address, actors=2,
@@ -229,3 +230,27 @@ def test_without_ray_one_line_says_how_to_install(demo_model, demo_gig, folder, 
         assert p.returncode == 2 and p.stderr.strip().splitlines() == [
             "onnx-gig: error: --ray needs Ray: pip install 'onnx-gig[ray]'"], p.stderr
         assert not (tmp_path / "o").exists() and not (tmp_path / "e").exists()
+
+
+def test_a_run_interrupted_in_one_process_is_finished_on_ray(cluster, demo_gig, folder, tmp_path):
+    """--resume reads the same run record in both modes: a job begun on one machine finishes on a cluster,
+    running only what is left and keeping what was written."""
+    out = tmp_path / "out"
+    listing = collect_inputs([str(folder)])
+    opts = ExplainOptions(steps=STEPS)
+    with pytest.raises(KeyboardInterrupt):
+        with ResultWriter(out, options=opts, inputs=[str(f) for f in listing.files], model=demo_gig) as w:
+            for r in explain_many(demo_gig, listing, opts, device="cpu"):
+                w.write(r)
+                if r.ok:
+                    raise KeyboardInterrupt  # as Ctrl-C after the first figure
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*_gig.png")}
+    assert len(before) == 1 and not (out / "results.csv").exists()
+    s = explain_ray(demo_gig, [str(folder)], opts, out, address=cluster.address, actors=2, batch_images=1,
+                    device="cpu", resume=True)
+    assert (s.resumed, s.explained, s.failed) == (1, len(PHOTOS), 1)
+    assert sum(s.workers.values()) == len(PHOTOS)  # the two photos left and the broken file, nothing twice
+    assert {n: (out / n).stat().st_mtime_ns for n in before} == before
+    table = rows(out)
+    assert [r["image"] for r in table] == [str(f) for f in listing.files]
+    assert all((out / r["figure"]).is_file() for r in table if not r["error"])

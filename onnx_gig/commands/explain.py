@@ -21,7 +21,8 @@ DESCRIPTION = (
     "DIR/results.csv and DIR/results.jsonl (one row per input: class, probability, scores, top-5, error), "
     "with --npy DIR/<stem>.npy. Preprocessing and labels come from the model file. Exit status: 0 all "
     f"explained; {SOME_FAILED} some inputs could not be read (each named on one line of stderr; the others "
-    "are written); 2 bad options or model, or no input found; 130 interrupted (no partial file is left).")
+    "are written); 2 bad options or model, or no input found; 130 interrupted (no partial file is left: "
+    "the figures written are complete, and --resume finishes the run).")
 
 
 def configure(e: argparse.ArgumentParser) -> None:
@@ -47,6 +48,10 @@ def configure(e: argparse.ArgumentParser) -> None:
                    help=f"overlay opacity where the map is 1, falling to 0 where it is 0 (default {DEFAULT_ALPHA:g})")
     g.add_argument("--cmap", choices=CMAPS, help="colour map (default inferno; rdbu for --sign all)")
     e.add_argument("-f", "--force", action="store_true", help="overwrite figures, .npy files and tables that exist")
+    e.add_argument("--resume", action="store_true",
+                   help="several inputs: finish an interrupted run into the same --out-dir, or add images that "
+                        "appeared since, skipping those already explained (DIR/.onnx-gig-run.jsonl records them; "
+                        "the model and options must be the same). Without an earlier run, a fresh one")
     add_run_options(e, "all cores; with several inputs, each of the --workers sessions gets its share")
     e.add_argument("--workers", type=int, metavar="N",
                    help="several inputs: onnxruntime sessions explaining batches side by side, the cores shared "
@@ -57,10 +62,10 @@ def configure(e: argparse.ArgumentParser) -> None:
 
 
 def _many(a: argparse.Namespace) -> bool:
-    """Folder mode: several inputs, a folder or glob, --out-dir or --npy; else the one-image path of old."""
+    """Folder mode: several inputs, a folder or glob, --out-dir, --npy or --resume; else the one-image path of old."""
     one = len(a.inputs) == 1 and not os.path.isdir(a.inputs[0]) and (os.path.exists(a.inputs[0])
                                                                     or not any(c in a.inputs[0] for c in "*?["))
-    return not one or a.out_dir is not None or a.npy or a.ray is not None
+    return not one or a.out_dir is not None or a.npy or a.ray is not None or a.resume
 
 
 def run(a: argparse.Namespace) -> int:
@@ -111,6 +116,8 @@ def run_many(a: argparse.Namespace) -> int:
     if a.out is not None or a.save_npy is not None:
         raise InputError("--out and --save-npy name one image's outputs; with several inputs use --out-dir DIR "
                          "(and --npy for the raw attributions)")
+    if a.resume and a.force:
+        raise InputError("--resume keeps what an earlier run wrote and --force writes it again; give one of them")
     inputs = collect_inputs(a.inputs)
     files, missing = inputs
     if not files:
@@ -122,14 +129,23 @@ def run_many(a: argparse.Namespace) -> int:
     if a.ray is not None:
         return run_ray(a, options, out_dir, protect)
     with ResultWriter(out_dir, npy=a.npy, overwrite=a.force, options=options,
-                      inputs=[str(f) for f in files] + [n for n, _ in missing], protect=protect) as w:
-        for r in results_of(a, inputs, options):
-            w.write(r)
-            report_failure(r)
+                      inputs=[str(f) for f in files] + [n for n, _ in missing], protect=protect, model=a.model,
+                      resume=a.resume) as w:
+        left, todo = w.pending(inputs)
+        if todo or left.missing:
+            for r in results_of(a, left, options):
+                r = w.reindex(r)
+                w.write(r)
+                report_failure(r)
     failed = len(w.failures)
-    print(f"{w.explained} explained, {failed} failed; wrote {_count(w.explained, 'figure')}"
-          + (" and .npy files" if a.npy else "") + f", results.csv and results.jsonl in {out_dir}")
+    print(f"{w.explained} explained{_earlier(w.resumed)}, {failed} failed; wrote "
+          f"{_count(w.explained - w.resumed, 'figure')}" + (" and .npy files" if a.npy else "")
+          + f", results.csv and results.jsonl in {out_dir}")
     return SOME_FAILED if failed else 0
+
+
+def _earlier(resumed: int) -> str:
+    return f" ({resumed} of them by the earlier run)" if resumed else ""
 
 
 def _count(n: int, noun: str) -> str:
@@ -149,10 +165,14 @@ def run_ray(a: argparse.Namespace, options, out_dir: str, protect: list) -> int:
     from ..distributed import explain_ray
 
     s = explain_ray(a.model, a.inputs, options, out_dir, address=a.ray, actors=a.actors, device=a.device,
-                    max_memory=a.max_memory, threads=a.threads, npy=a.npy, overwrite=a.force,
+                    max_memory=a.max_memory, threads=a.threads, npy=a.npy, overwrite=a.force, resume=a.resume,
                     progress=sys.stderr.isatty(), protect=protect, report=report_failure)
-    print(f"{s.explained} explained, {s.failed} failed on {s.actors} Ray actors x {s.threads} threads in "
+    if not s.actors:  # --resume found nothing left to run: no Ray was started
+        print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed; nothing left to run; wrote "
+              f"results.csv and results.jsonl in {out_dir}")
+        return SOME_FAILED if s.failed else 0
+    print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed on {s.actors} Ray actors x {s.threads} threads in "
           f"{s.seconds:.1f} s ({s.startup_seconds:.1f} s to the first result, then {s.images_per_second:.2f} "
-          f"images/s); wrote {_count(s.explained, 'figure')}" + (" and .npy files" if a.npy else "")
+          f"images/s); wrote {_count(s.explained - s.resumed, 'figure')}" + (" and .npy files" if a.npy else "")
           + f", results.csv and results.jsonl in {out_dir}")
     return SOME_FAILED if s.failed else 0

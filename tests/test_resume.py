@@ -1,0 +1,187 @@
+"""``--resume``: an interrupted folder run finished as one run would have written it, images added later, and
+what a run record refuses. Real folders, the shipped MobileNetV2, real sessions, the real CLI."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MODELS
+from onnx_gig import ExplainOptions, ResultWriter, collect_inputs, explain_many
+from onnx_gig.errors import InputError
+from onnx_gig.journal import RECORD
+
+STEPS = 4
+PHOTOS = MODELS / "images"
+OPTIONS = ExplainOptions(steps=STEPS)
+
+
+def photos(folder: Path, n: int) -> Path:
+    """``n`` photos p00.png... (the shipped three in turn) and a corrupt one, broken.png."""
+    folder.mkdir(parents=True)
+    shipped = sorted(PHOTOS.glob("*.png"))
+    for i in range(n):
+        shutil.copy(shipped[i % len(shipped)], folder / f"p{i:02d}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return folder
+
+
+def run(model, inputs, out: Path, *, stop_after: int | None = None, resume: bool = False, npy: bool = False,
+        options: ExplainOptions = OPTIONS) -> ResultWriter:
+    """A folder run as the CLI does it; ``stop_after`` images in, it dies as Ctrl-C would stop it."""
+    listing = collect_inputs(inputs)
+    w = ResultWriter(out, options=options, npy=npy, inputs=[str(f) for f in listing.files], model=model,
+                     resume=resume)
+    with w:
+        left, _ = w.pending(listing)
+        if left.files:
+            for r in explain_many(model, left, options):
+                w.write(w.reindex(r))
+                if stop_after is not None and w.written - w.resumed >= stop_after:
+                    raise KeyboardInterrupt
+    return w
+
+
+def table(out: Path) -> list[dict]:
+    with open(out / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def same_rows(a: list[dict], b: list[dict]) -> None:
+    assert [r["image"] for r in a] == [r["image"] for r in b]
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            try:
+                assert float(x[k]) == pytest.approx(float(y[k]), rel=1e-5, abs=1e-6), k
+            except ValueError:
+                assert x[k] == y[k], k
+
+
+def stamps(out: Path) -> dict[str, tuple[int, int]]:
+    """Each output file's (inode, mtime_ns): unchanged means never rewritten."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir() if p.suffix in (".png", ".npy")}
+
+
+def test_resume_finishes_an_interrupted_run_as_one_run_would(demo_gig, tmp_path):
+    src = photos(tmp_path / "in", 5)
+    ref = run(demo_gig, [src], tmp_path / "ref", npy=True)
+    assert (ref.explained, len(ref.failures)) == (5, 1)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run(demo_gig, [src], out, stop_after=3, npy=True)  # broken.png (failed), p00, p01
+    assert not (out / "results.csv").exists()  # no table from an interrupted run
+    lines = (out / RECORD).read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["steps"] == STEPS  # the fingerprint, then one line per image
+    before = stamps(out)
+    assert len(before) == 4  # 2 figures, 2 .npy
+
+    w = run(demo_gig, [src], out, resume=True, npy=True)
+    assert (w.resumed, w.explained, len(w.failures)) == (2, 5, 1)  # the failed file was tried again
+    assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "ref"))
+    same_rows(table(out), table(tmp_path / "ref"))
+    after = stamps(out)
+    assert {k: after[k] for k in before} == before  # what the first run wrote was kept, not redone
+
+
+def test_resume_adds_new_images_and_redoes_what_is_gone_or_failed(demo_gig, tmp_path):
+    src = photos(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    first = run(demo_gig, [src], out)
+    assert len(first.failures) == 1
+    shutil.copy(PHOTOS / "camera.png", src / "broken.png")  # the corrupt file was fixed
+    (src / "new").mkdir()
+    shutil.copy(PHOTOS / "coffee.png", src / "new" / "p01.png")  # a new image whose stem is taken
+    (out / "p02_gig.png").unlink()  # a figure that went missing
+    kept = stamps(out)
+
+    listing = collect_inputs([src])
+    w = ResultWriter(out, options=OPTIONS, inputs=[str(f) for f in listing.files], model=demo_gig, resume=True)
+    left, todo = w.pending(listing)
+    assert sorted(Path(f).relative_to(src).as_posix() for f in left.files) == ["broken.png", "new/p01.png",
+                                                                               "p02.png"]
+    with w:
+        for r in explain_many(demo_gig, left, OPTIONS):
+            w.write(w.reindex(r))
+    assert (w.resumed, w.explained, len(w.failures)) == (2, 5, 0)
+    rows = {Path(r["image"]).relative_to(src).as_posix(): r for r in table(out)}
+    assert rows["p01.png"]["figure"] == "p01_gig.png" and rows["new/p01.png"]["figure"] == "p01-2_gig.png"
+    assert rows["broken.png"]["error"] == "" and rows["broken.png"]["figure"] == "broken_gig.png"
+    now = stamps(out)
+    assert now["p00_gig.png"] == kept["p00_gig.png"] and now["p01_gig.png"] == kept["p01_gig.png"]
+    assert (out / "p02_gig.png").is_file()
+
+
+def test_a_run_record_refuses_other_settings_and_names_damage(demo_gig, tmp_path):
+    src = photos(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    run(demo_gig, [src], out)
+    names = [str(f) for f in collect_inputs([src]).files]
+    with pytest.raises(InputError, match=r"holds an earlier run .*--resume finishes it"):
+        ResultWriter(out, options=OPTIONS, inputs=names, model=demo_gig)
+    with pytest.raises(InputError, match=r"other settings \(steps: 4 then, 5 now\)"):
+        ResultWriter(out, options=ExplainOptions(steps=5), inputs=names, model=demo_gig, resume=True)
+    other = tmp_path / "other_gig.onnx"
+    shutil.copy(demo_gig, other)
+    with pytest.raises(InputError, match=r"other settings \(model: "):
+        ResultWriter(out, options=OPTIONS, inputs=names, model=other, resume=True)
+    with pytest.raises(InputError, match="give one of them"):
+        ResultWriter(out, options=OPTIONS, inputs=names, model=demo_gig, resume=True, overwrite=True)
+
+    record = out / RECORD
+    lines = record.read_text().splitlines()
+    record.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])  # a kill cut the last line short
+    w = ResultWriter(out, options=OPTIONS, inputs=names, model=demo_gig, resume=True)
+    assert w.resumed == 1  # that image runs again; the rest is taken over
+    record.write_text(lines[0] + "\n{oops\n" + "\n".join(lines[1:]) + "\n")
+    with pytest.raises(InputError, match=r"line 2 is damaged; --force starts the run over"):
+        ResultWriter(out, options=OPTIONS, inputs=names, model=demo_gig, resume=True)
+    w = ResultWriter(out, options=OPTIONS, inputs=names, model=demo_gig, overwrite=True)  # --force starts over
+    assert w.resumed == 0 and w.pending(collect_inputs([src]))[1] == [0, 1, 2]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "onnx_gig.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_resume_after_ctrl_c_writes_the_rest_once(demo_gig, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(10):
+        shutil.copy(PHOTOS / "coffee.png", src / f"p{i:02d}.png")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "onnx_gig.cli", "explain", str(demo_gig), str(src), "--out-dir", str(out),
+           "--steps", "8", "--max-memory", "1G"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(n.endswith("_gig.png") for n in os.listdir(out))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    before = stamps(out)
+    assert 0 < len(before) < 10 and not (out / "results.csv").exists()
+
+    again = run_cli("explain", demo_gig, src, "--out-dir", out, "--steps", "8")
+    assert again.returncode == 2 and "--resume finishes it" in again.stderr  # never silently redone
+    done = run_cli("explain", demo_gig, src, "--out-dir", out, "--steps", "8", "--resume")
+    assert done.returncode == 0, done.stderr
+    assert f"10 explained ({len(before)} of them by the earlier run)" in done.stdout
+    rows = table(out)
+    assert [Path(r["image"]).name for r in rows] == [f"p{i:02d}.png" for i in range(10)]
+    assert all(r["error"] == "" and (out / r["figure"]).is_file() for r in rows)
+    after = stamps(out)
+    assert len(after) == 10 and {k: after[k] for k in before} == before
+    nothing = run_cli("explain", demo_gig, src, "--out-dir", out, "--steps", "8", "--resume")
+    assert nothing.returncode == 0 and "10 explained (10 of them by the earlier run)" in nothing.stdout
+    assert stamps(out) == after
