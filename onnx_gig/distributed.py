@@ -355,11 +355,11 @@ class EvalActor:
 
 def evaluate_ray(graphs: dict[str, Path], methods: list[str], items: list[tuple[int, str]], kwargs: dict, *,
                  address: Optional[str] = None, actors: Optional[int] = None, chunk: int = 8,
-                 progress: bool = False) -> list:
+                 progress: bool = False, on_part: Optional[Callable[[Any], None]] = None) -> list:
     """``evaluate``'s per-image work on Ray actors: chunks of ``chunk`` images, one EvalWorker per actor.
 
     Returns the EvalParts in arrival order (``evaluate.assemble`` orders them); a chunk Ray delivers twice
-    after a retry is kept once.
+    after a retry is kept once. ``on_part`` sees each chunk as it arrives (``evaluate`` saves it to resume).
     """
     import pickle
 
@@ -382,6 +382,8 @@ def evaluate_ray(graphs: dict[str, Path], methods: list[str], items: list[tuple[
                     if key not in parts:
                         parts[key] = part
                         bar.update(len(part.indices) + len(part.errors))
+                        if on_part is not None:
+                            on_part(part)
     got = sorted([*(i for p in parts.values() for i in p.indices.tolist()),
                   *(e[0] for p in parts.values() for e in p.errors)])
     if got != sorted(given):  # every image exactly once, not just as many results as images

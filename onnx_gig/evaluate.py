@@ -263,7 +263,8 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
              steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE, baseline: str = "zeros", seed: int = 0,
              device: str = "auto", max_memory: int | str | None = None, threads: Optional[int] = None,
              cache_dir: str | os.PathLike | None = None, progress: bool = False, title: Optional[str] = None,
-             save_maps: bool = False, ray: Optional[str] = None, actors: Optional[int] = None) -> EvalResult:
+             save_maps: bool = False, ray: Optional[str] = None, actors: Optional[int] = None,
+             resume: bool = False) -> EvalResult:
     """Deletion and insertion of every method on every image of a classifier ``model`` (the original .onnx).
 
     The converted models the methods need are written to ``cache_dir`` (default ``out_dir/converted``,
@@ -272,6 +273,9 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     (``"local"`` or a cluster address) the chunks run on ``actors`` Ray actors instead
     (:func:`onnx_gig.distributed.evaluate_ray`). An image that cannot be read is
     left out and listed in ``failed`` with its reason, as is an argument that matches no file.
+
+    With ``out_dir``, every chunk scored is saved in ``out_dir/parts`` until the results are written
+    (evalparts.py); ``resume`` loads an interrupted run's chunks and scores only the images they lack.
     """
     import tempfile
 
@@ -300,30 +304,58 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
             cache_dir = tmp.name
         else:
             raise InputError("eval on Ray needs an output folder the workers can read (out_dir or cache_dir)")
-    items = list(enumerate(map(str, paths)))
+    settings = {"step": step, "steps": steps, "rule": rule, "baseline": baseline, "batch_size": int(batch_size),
+                "seed": seed}
+    store = _part_store(out_dir, src, paths, {**settings, "methods": names, "save_maps": bool(save_maps)}, resume)
+    earlier = store.load() if store is not None and resume else []
+    done = {i for p in earlier for i in p.indices.tolist()}
+    items = [(i, p) for i, p in enumerate(map(str, paths)) if i not in done]
     try:
         files = {g: converted(src, g, cache_dir) for g in graphs_needed(names) or ["ig"]}
         kwargs = dict(step=step, batch_size=batch_size, steps=steps, rule=rule, baseline=baseline, seed=seed,
                       device=device, max_memory=max_memory, threads=threads, keep_maps=save_maps)
-        if ray is not None:
+        if store is not None and items:
+            store.start()
+        save = store.save if store is not None else None
+        parts = list(earlier)
+        if not items:
+            pass  # every image was scored by the earlier run: only the tables are left to write
+        elif ray is not None:
             from .distributed import evaluate_ray
 
-            parts = evaluate_ray(files, names, items, kwargs, address=ray, actors=actors, progress=progress)
+            parts += evaluate_ray(files, names, items, kwargs, address=ray, actors=actors, progress=progress,
+                                  on_part=save)
         else:
             worker = EvalWorker(files, names, **kwargs)
             with tqdm(total=len(items), disable=not progress, unit="image", desc="maps") as bar:
-                parts = [worker.run(items[i:i + EVAL_CHUNK], bar) for i in range(0, len(items), EVAL_CHUNK)]
+                for i in range(0, len(items), EVAL_CHUNK):
+                    parts.append(worker.run(items[i:i + EVAL_CHUNK], bar))
+                    if save is not None:
+                        save(parts[-1])
         meta = {p.key: p.value for p in read_onnx(next(iter(files.values())), load_external_data=False).metadata_props}
         labels = json.loads(meta["onnx_gig.labels"]) if meta.get("onnx_gig.labels") else None
     finally:
         if tmp is not None:
             tmp.cleanup()
-    result = assemble(str(src), paths, missing, names, parts, labels, {"step": step, "steps": steps, "rule": rule,
-                                                             "baseline": baseline, "batch_size": int(batch_size),
-                                                             "seed": seed})
+    result = assemble(str(src), paths, missing, names, parts, labels, settings)
     if out_dir is not None:
         result.save(out_dir, title, save_maps)
+    if store is not None:
+        store.clear()
     return result
+
+
+def _part_store(out_dir, model: Path, paths: Sequence[Path], settings: dict, resume: bool):
+    """The run's checkpoint folder (None without ``out_dir``), after refusing an earlier run's in the way."""
+    from .evalparts import PartStore, fingerprint
+
+    if out_dir is None:
+        if resume:
+            raise InputError("resuming an eval needs the output folder of the run to finish (out_dir)")
+        return None
+    store = PartStore(out_dir, fingerprint(model, paths, settings))
+    store.refuse_unless(resume)
+    return store
 
 
 def assemble(model: str, paths: Sequence[Path], missing: Sequence[tuple[str, str]], names: list[str],

@@ -183,3 +183,75 @@ def test_the_conversion_cache_key_covers_every_module_conversion_reads():
                         todo.append(f"{target}.py")
     missing = sorted(seen - set(CONVERTER_SOURCES))
     assert not missing, f"conversion reads {missing}, which the cache key does not hash"
+
+
+def test_an_interrupted_eval_is_resumed_scoring_only_what_is_left(tiny, tmp_path, monkeypatch):
+    """Chunks are saved as they finish; --resume scores only the rest and writes what one run would have."""
+    import onnx_gig.evaluate as ev
+    from onnx_gig.errors import InputError
+
+    model, _ = tiny
+    photos = write_photos(tmp_path / "photos", 5, seed=7)
+    monkeypatch.setattr(ev, "EVAL_CHUNK", 2)  # 3 chunks: 2 + 2 + 1 images
+    kw = dict(methods="gradient,gnl-ig,random", steps=4, step=8)
+    ref = evaluate(model, photos, out_dir=tmp_path / "ref", **kw)
+    assert not (tmp_path / "ref" / "parts").exists()  # removed once the results are written
+
+    real_run, calls = ev.EvalWorker.run, []
+
+    def run_then_stop(self, items, bar=None):
+        calls.append([i for i, _ in items])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as Ctrl-C in the third chunk
+        return real_run(self, items, bar)
+
+    monkeypatch.setattr(ev.EvalWorker, "run", run_then_stop)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, photos, out_dir=out, **kw)
+    assert sorted(p.name for p in (out / "parts").iterdir()) == ["part-00000000.npz", "part-00000002.npz", "run.json"]
+    assert not (out / "results.csv").exists()
+    with pytest.raises(InputError, match=r"holds 2 scored chunks of an interrupted eval: --resume finishes it"):
+        evaluate(model, photos, out_dir=out, **kw)
+    with pytest.raises(InputError, match=r"other settings \(steps: 4 then, 5 now\)"):
+        evaluate(model, photos, out_dir=out, resume=True, **{**kw, "steps": 5})
+    with pytest.raises(InputError, match=r"other settings \(image_list_sha256: "):
+        evaluate(model, photos[:4], out_dir=out, resume=True, **kw)
+
+    calls.clear()
+    monkeypatch.setattr(ev.EvalWorker, "run", lambda self, items, bar=None: (calls.append([i for i, _ in items]),
+                                                                             real_run(self, items, bar))[1])
+    got = evaluate(model, photos, out_dir=out, resume=True, **kw)
+    assert calls == [[4]]  # only the image no chunk had scored
+    assert got.images == ref.images and list(got.targets) == list(ref.targets)
+    for kind in ("deletion", "insertion"):
+        for m in got.methods:
+            np.testing.assert_allclose(got.curves[kind][m], ref.curves[kind][m], rtol=1e-6, atol=1e-7)
+    assert not (out / "parts").exists()
+
+
+def test_cli_eval_resume_finishes_an_interrupted_run(tiny, tmp_path, monkeypatch):
+    import onnx_gig.evaluate as ev
+
+    model, _ = tiny
+    photos = write_photos(tmp_path / "photos", 3, seed=3)
+    monkeypatch.setattr(ev, "EVAL_CHUNK", 2)
+    real_run = ev.EvalWorker.run
+    state = {"n": 0}
+
+    def stop_in_second_chunk(self, items, bar=None):
+        state["n"] += 1
+        if state["n"] == 2:
+            raise KeyboardInterrupt
+        return real_run(self, items, bar)
+
+    monkeypatch.setattr(ev.EvalWorker, "run", stop_in_second_chunk)
+    out = tmp_path / "ev"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, photos, "gradient,random", out, step=16)
+    p = run_cli("eval", model, *photos, "--methods", "gradient,random", "--step", "16", "--out-dir", out)
+    assert p.returncode == 2 and "--resume finishes it" in p.stderr
+    p = run_cli("eval", model, *photos, "--methods", "gradient,random", "--step", "16", "--out-dir", out, "--resume")
+    assert p.returncode == 0, p.stderr
+    assert "3 images" in p.stdout and not (out / "parts").exists()
+    assert len(list(csv.DictReader((out / "per_image.csv").open()))) == 3 * 2

@@ -254,3 +254,33 @@ def test_a_run_interrupted_in_one_process_is_finished_on_ray(cluster, demo_gig, 
     table = rows(out)
     assert [r["image"] for r in table] == [str(f) for f in listing.files]
     assert all((out / r["figure"]).is_file() for r in table if not r["error"])
+
+
+def test_an_eval_interrupted_in_one_process_is_finished_on_ray(cluster, tmp_path, monkeypatch):
+    import onnx_gig.evaluate as ev
+
+    model = tiny_cnn(tmp_path / "tiny.onnx")
+    photos = write_photos(tmp_path / "photos", 5)
+    methods = "gradient,gnl-ig,random"
+    local = evaluate(model, photos, methods, tmp_path / "local", steps=STEPS, step=8)
+    monkeypatch.setattr(ev, "EVAL_CHUNK", 2)
+    real_run, calls = ev.EvalWorker.run, []
+
+    def stop_in_second_chunk(self, items, bar=None):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(self, items, bar)
+
+    monkeypatch.setattr(ev.EvalWorker, "run", stop_in_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, photos, methods, tmp_path / "mixed", steps=STEPS, step=8)
+    monkeypatch.setattr(ev.EvalWorker, "run", real_run)
+    done = evaluate(model, photos, methods, tmp_path / "mixed", steps=STEPS, step=8, ray=cluster.address, actors=2,
+                    resume=True)
+    assert done.images == local.images
+    for kind in ("deletion", "insertion"):
+        for m in done.methods:
+            np.testing.assert_allclose(done.curves[kind][m], local.curves[kind][m], rtol=0, atol=1e-6)
+    assert (tmp_path / "mixed" / "per_image.csv").read_text() == (tmp_path / "local" / "per_image.csv").read_text()
+    assert not (tmp_path / "mixed" / "parts").exists()

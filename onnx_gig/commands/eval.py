@@ -41,6 +41,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default="zeros", help="IG/GNL-IG baseline: zeros (default), black, white, blur")
     p.add_argument("--title", help="title for the table and figure")
     p.add_argument("--save-maps", action="store_true", help="also write every map to OUT_DIR/maps.npz")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted eval into the same --out-dir: the chunks it scored (saved in "
+                        "OUT_DIR/parts until the results are written) are kept and only the rest is scored; the "
+                        "model, images and options must be the same")
     add_run_options(p)
     add_ray_options(p, "every image's maps and curves run on Ray actors (chunks of images per actor); OUT_DIR "
                        "(the converted models) and the images must be readable by every worker")
@@ -53,7 +57,7 @@ def run(a: argparse.Namespace) -> int:
     r = evaluate(a.model, a.images, a.methods, a.out_dir, step=a.step, batch_size=a.batch_size, steps=a.steps,
                  rule=a.rule, baseline=a.baseline, seed=a.seed, device=a.device, max_memory=a.max_memory,
                  threads=a.threads, progress=sys.stderr.isatty(), title=a.title, save_maps=a.save_maps,
-                 ray=a.ray, actors=a.actors)
+                 ray=a.ray, actors=a.actors, resume=a.resume)
     print(f"{'method':<18} {'deletion (lower better)':>24} {'insertion (higher better)':>26}")
     for row in r.summary():
         print(f"{row['method']:<18} {row['deletion_mean']:>15.4f} ± {row['deletion_std']:.4f} "
