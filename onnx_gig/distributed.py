@@ -283,7 +283,8 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
         out = _actor_map(ray, GigActor, dict(model=str(model_path), options=options, device=plan.device,
                                              max_memory=budget, threads=plan.threads, npy=npy, figures=figures),
                          rows, plan, batch_images)
-        bar = tqdm(total=len(todo) + len(missing), disable=not progress, unit="image", desc=f"explain on {plan.actors} actors")
+        bar = tqdm(total=len(todo) + len(missing), disable=not progress, unit="image",
+                   desc=f"explain on {plan.actors} actors")
         with bar:
             for b in out.iter_batches(batch_size=None, batch_format="numpy"):
                 for k, index in enumerate(b["index"].tolist()):

@@ -46,13 +46,17 @@ class PartStore:
         self.dir = Path(out_dir) / FOLDER
         self.header = header
 
+    def _parts(self) -> list[Path]:
+        return sorted(self.dir.glob("part-*.npz"))
+
     def exists(self) -> bool:
-        return (self.dir / "run.json").is_file()
+        """Whether an earlier run left scored chunks (a fingerprint alone holds nothing worth keeping)."""
+        return (self.dir / "run.json").is_file() and bool(self._parts())
 
     def refuse_unless(self, resume: bool) -> None:
         """An earlier run's chunks are never discarded silently: without ``resume`` they stop the run."""
         if self.exists() and not resume:
-            n = len(list(self.dir.glob("part-*.npz")))
+            n = len(self._parts())
             raise InputError(f"{self.dir} holds {n} scored chunk{'s' if n != 1 else ''} of an interrupted eval: "
                              f"--resume finishes it; delete {self.dir} to start over")
 
@@ -70,7 +74,7 @@ class PartStore:
             raise InputError(f"{self.dir} holds an eval with other settings ({said}); resume it with the same model, "
                              f"images and options, or delete {self.dir} to start over")
         parts = []
-        for f in sorted(self.dir.glob("part-*.npz")):
+        for f in self._parts():
             try:
                 parts.append(_read(f))
             except (OSError, ValueError, KeyError, EOFError):
@@ -78,18 +82,17 @@ class PartStore:
         return parts
 
     def start(self) -> None:
-        """Begin this run's folder (its fingerprint), unless an earlier run of the same job left one."""
+        """Begin this run's folder (its fingerprint), unless an earlier run of the same job left chunks in it."""
         if self.exists():
             return
         with atomic_path(self.dir / "run.json") as tmp:
             tmp.write_text(json.dumps(self.header, indent=1) + "\n", encoding="utf-8")
 
     def save(self, part: "EvalPart") -> None:
-        """One chunk, atomically, named by its first image's index (its images' scores, not its errors)."""
-        keys = [*part.indices.tolist(), *(e[0] for e in part.errors)]
-        if not keys:
+        """One chunk's scored images, atomically, named by its first one (unreadable images are tried again)."""
+        if not len(part.indices):
             return
-        with atomic_path(self.dir / f"part-{min(keys):08d}.npz") as tmp:
+        with atomic_path(self.dir / f"part-{int(part.indices.min()):08d}.npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **_arrays(part))
 

@@ -255,3 +255,15 @@ def test_cli_eval_resume_finishes_an_interrupted_run(tiny, tmp_path, monkeypatch
     assert p.returncode == 0, p.stderr
     assert "3 images" in p.stdout and not (out / "parts").exists()
     assert len(list(csv.DictReader((out / "per_image.csv").open()))) == 3 * 2
+
+
+def test_a_failed_eval_leaves_nothing_that_blocks_the_next(tiny, tmp_path):
+    """Only scored images are checkpointed: a run that scored none fails the same way twice, not as 'resume'."""
+    from onnx_gig.errors import InputError
+
+    model, _ = tiny
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    for _ in range(2):
+        with pytest.raises(InputError, match="no readable images"):
+            evaluate(model, [bad], "gradient", tmp_path / "ev", step=16)
