@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from .errors import GigError, InputError
+from .heatmap import PNG_LEVEL
 from .writer import ResultWriter, draw_figure
 
 RAY_MISSING = "--ray needs Ray: pip install 'onnx-gig[ray]'"
@@ -153,7 +154,7 @@ class GigActor:
             png = b""
             if self.figures and r.ok and r.attributions is not None:
                 buf = io.BytesIO()
-                draw_figure(r, self.options).save(buf, format="PNG")  # the one-process writer's picture
+                draw_figure(r, self.options).save(buf, format="PNG", compress_level=PNG_LEVEL)  # the one-process writer's picture
                 png = buf.getvalue()
             pngs.append(png)
         out = {"index": np.asarray([r.index for r in results], np.int64),
@@ -187,7 +188,7 @@ def _on_this_node(exc: BaseException) -> str:
 class _PNG(bytes):
     """An already encoded PNG that ``save_png`` can write like a PIL image."""
 
-    def save(self, fp: Any, format: str = "PNG") -> None:  # noqa: A002 - PIL's name
+    def save(self, fp: Any, format: str = "PNG", **_: Any) -> None:  # noqa: A002 - PIL's name; encoded already
         Path(fp).write_bytes(self)
 
 

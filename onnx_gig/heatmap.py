@@ -305,11 +305,16 @@ def _is_ft(font) -> bool:
 # --------------------------------------------------------------------------- output
 
 
+# zlib level 1 for every figure written or served: a photo-and-heatmap figure compresses 6 % worse than at
+# PIL's default 6, in a third of the time (12 against 32 ms for a 704x304 figure; 2-3 % of a folder run)
+PNG_LEVEL = 1
+
+
 def save_png(img: Image.Image, path: str | os.PathLike, protect: Sequence[str | os.PathLike] = ()) -> None:
     """Write ``img`` as PNG atomically (complete or absent), never over a protected input file."""
     try:
         with atomic_path(path, protect=tuple(protect)) as tmp:
-            img.save(tmp, format="PNG")
+            img.save(tmp, format="PNG", compress_level=PNG_LEVEL)
     except GigError:
         raise
     except (OSError, ValueError) as e:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..api import figure_title, label_of, softmax, top_classes
 from ..errors import GigError, InputError
-from ..heatmap import CMAPS, render_figure, saliency_map
+from ..heatmap import CMAPS, PNG_LEVEL, render_figure, saliency_map
 from ..imageio import BASELINE_KINDS, load_input, make_baseline
 from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
 from ..runtime import GigModel
@@ -271,7 +271,7 @@ class GigService:
                 title = figure_title(r["label"], float(probs[t]), self.gm.method, len(alphas), rule, kind)
                 fig = render_figure(photo, saliency_map(attr, self.preprocess.layout), title, cmap)
                 buf = io.BytesIO()
-                fig.save(buf, format="PNG")
+                fig.save(buf, format="PNG", compress_level=PNG_LEVEL)
                 r["heatmap_png"] = {"b64": base64.b64encode(buf.getvalue()).decode("ascii")}
             results.append(r)
         return {"model_name": self.name, "method": self.gm.method, "steps": int(len(alphas)), "rule": rule,

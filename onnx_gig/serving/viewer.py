@@ -24,7 +24,8 @@ from PIL import Image
 
 from ..api import figure_title, label_of, softmax
 from ..errors import GigError, InputError
-from ..heatmap import CMAPS, DEFAULT_ALPHA, DEFAULT_CLIP, SIGNS, default_cmap, render_figure, saliency_map
+from ..heatmap import (CMAPS, DEFAULT_ALPHA, DEFAULT_CLIP, PNG_LEVEL, SIGNS, default_cmap, render_figure,
+                       saliency_map)
 from ..imageio import BASELINE_KINDS, make_baseline
 from ..quadrature import DEFAULT_RULE, RULES
 from .service import MAX_STEPS, GigService, top_json
@@ -175,7 +176,7 @@ class Viewer:
         title = figure_title(label, float(run.probs[t]), service.gm.method, req.steps, req.rule, req.baseline, req.clip)
         fig = draw_figure(run.photo, run.attributions, service.preprocess.layout, title, req)
         png, npy = io.BytesIO(), io.BytesIO()
-        fig.save(png, format="PNG")
+        fig.save(png, format="PNG", compress_level=PNG_LEVEL)
         np.save(npy, run.attributions.astype(np.float32))
         return {
             "model": service.name, "method": service.gm.method, "steps": req.steps, "rule": req.rule,
