@@ -223,7 +223,8 @@ class RaySummary:
     def images_per_second(self) -> float:
         """Throughput once the actors run: images after the first over the time after it."""
         span = self.seconds - self.startup_seconds
-        return (self.explained - 1) / span if self.explained > 1 and span > 0 else 0.0
+        ran = self.explained - self.resumed  # the earlier run's images took none of this run's time
+        return (ran - 1) / span if ran > 1 and span > 0 else 0.0
 
 
 def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | Any, options: Any = None,

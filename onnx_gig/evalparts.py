@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import InputError
 from .fileio import atomic_path
-from .journal import input_key
+from .journal import file_digest, input_key
 
 if TYPE_CHECKING:
     from .evaluate import EvalPart
@@ -32,11 +32,9 @@ FORMAT = 1
 
 def fingerprint(model: str | os.PathLike, paths: Sequence[str | os.PathLike], settings: dict) -> dict:
     """The run's identity: the classifier file, the settings that change a number, and the images in order."""
-    p = Path(model).resolve()
-    st = p.stat()
     images = hashlib.sha256("\n".join(input_key(x) for x in paths).encode("utf-8")).hexdigest()
-    return {"onnx_gig_eval": FORMAT, "model": str(p), "model_size": st.st_size, "model_mtime_ns": st.st_mtime_ns,
-            **{k: settings[k] for k in sorted(settings)}, "images": len(paths), "image_list_sha256": images}
+    return {"onnx_gig_eval": FORMAT, "model_sha256": file_digest(model), **{k: settings[k] for k in sorted(settings)},
+            "images": len(paths), "image_list_sha256": images}
 
 
 class PartStore:
@@ -85,6 +83,8 @@ class PartStore:
         """Begin this run's folder (its fingerprint), unless an earlier run of the same job left chunks in it."""
         if self.exists():
             return
+        for stray in self._parts():  # chunks without their run.json belong to no run that can be checked
+            stray.unlink()
         with atomic_path(self.dir / "run.json") as tmp:
             tmp.write_text(json.dumps(self.header, indent=1) + "\n", encoding="utf-8")
 

@@ -6,13 +6,16 @@ image as soon as its files are written, so a second run with ``--resume`` skips 
 rest (earlier failures too: a file may have been fixed) and writes the tables as if one run had done it all.
 It stays after a finished run, so ``--resume`` also adds images that appeared in the folder since.
 
-The first line is the run's fingerprint: the model file (path, size, modification time) and every option
-that changes a figure, a row or which files are written. Resuming with a different one is refused: its
-figures would not match the rest. A line cut short by a kill is the last one, and it is ignored.
+The first line is the run's fingerprint: the model's contents (sha256) and every option that changes a
+figure, a row or which files are written. Resuming with a different one is refused: its figures would not
+match the rest. Each image's line holds its input's size and modification time (a photo replaced since is
+explained again) and the name its files got (kept when it runs again). A line cut short by a kill is the
+last one: it is dropped, and its image runs again.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -29,17 +32,40 @@ def input_key(path: str | os.PathLike) -> str:
     return os.path.normcase(os.path.realpath(path))
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's contents: the same model copied, touched or mounted elsewhere is the same model."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return h.hexdigest()
+
+
+def input_stamp(path: str | os.PathLike) -> list:
+    """An input's size and modification time: a photo replaced at the same path is explained again."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    return [st.st_size, st.st_mtime_ns]
+
+
 def fingerprint(model: str | os.PathLike, options: Any, *, figures: bool, npy: bool) -> dict:
-    """The run's identity: the model file and every option that shows in its outputs."""
-    p = Path(model).resolve()
-    st = p.stat()
+    """The run's identity: the model's contents and every option that shows in its outputs, as drawn."""
+    from .heatmap import default_cmap
+
     opts = dataclasses.asdict(options)
-    base = str(opts.get("baseline"))
-    if base and Path(base).is_file():  # a baseline file is named by its real path and its contents' date
-        bst = Path(base).stat()
-        opts["baseline"] = f"{input_key(base)} ({bst.st_size} bytes, mtime_ns {bst.st_mtime_ns})"
-    return {"onnx_gig_run": FORMAT, "model": str(p), "model_size": st.st_size, "model_mtime_ns": st.st_mtime_ns,
-            **{k: opts[k] for k in sorted(opts)}, "figures": bool(figures), "npy": bool(npy)}
+    base = str(opts.get("baseline")).strip()
+    if base and Path(base).is_file():  # a baseline file is named by its contents
+        opts["baseline"] = f"file sha256 {file_digest(base)}"
+    else:
+        opts["baseline"] = base.lower()
+    opts["cmap"] = opts.get("cmap") or default_cmap(opts.get("sign", "absolute"))  # the colour map drawn
+    return {"onnx_gig_run": FORMAT, "model_sha256": file_digest(model), **{k: opts[k] for k in sorted(opts)},
+            "figures": bool(figures), "npy": bool(npy)}
 
 
 class RunRecord:
@@ -56,23 +82,24 @@ class RunRecord:
     def read(self) -> dict[str, dict]:
         """The earlier run's entries by input key (the latest line wins), after checking its fingerprint."""
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            text = self.path.read_text(encoding="utf-8")
+            lines = text.splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read {self.path} ({exc}); --force starts the run over") from None
         entries: dict[str, dict] = {}
         for n, line in enumerate(lines):
             try:
                 item = json.loads(line)
-                if not isinstance(item, dict):
-                    raise ValueError("not an object")
+                if not isinstance(item, dict) or (n > 0 and not _entry_shape(item)):
+                    raise ValueError("not a record line")
             except ValueError:
-                if n == len(lines) - 1 and n > 0:
+                if n == len(lines) - 1 and n > 0 and not text.endswith("\n"):
                     break  # cut short by a kill while it was written: that image runs again
                 raise InputError(f"{self.path} line {n + 1} is damaged; --force starts the run over") from None
             if n == 0:
                 self._check(item)
-            elif "input" in item and "row" in item:
-                entries[str(item["input"])] = item
+            else:
+                entries[item["input"]] = item
         return entries
 
     def _check(self, earlier: dict) -> None:
@@ -88,11 +115,11 @@ class RunRecord:
         """Open the record: append to the earlier run's, or begin a new one with this run's fingerprint."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if append:
+                _drop_cut_line(self.path)  # a line a kill cut short goes: read() skipped it, its image reruns
             self._file = open(self.path, "a" if append else "w", encoding="utf-8")
             if not append or self._file.tell() == 0:
                 self._line(self.header)
-            elif not _ends_a_line(self.path):
-                self._file.write("\n")  # end the line a kill cut short: the next one starts clean
         except OSError as exc:
             raise InputError(f"cannot write {self.path}: {exc.strerror or exc}; choose a writable folder") from None
 
@@ -102,7 +129,7 @@ class RunRecord:
 
     def add(self, path: str, stem: str, row: dict) -> None:
         """One image's outcome, written after its files: a line here means its files are complete."""
-        self._line({"input": input_key(path), "stem": stem, "row": row})
+        self._line({"input": input_key(path), "stamp": input_stamp(path), "stem": stem, "row": row})
 
     def _line(self, item: dict) -> None:
         if self._file is None:
@@ -116,16 +143,24 @@ class RunRecord:
             self._file = None
 
 
-def _ends_a_line(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
+def _entry_shape(item: dict) -> bool:
+    return (isinstance(item.get("input"), str) and isinstance(item.get("stem"), str) and bool(item["stem"])
+            and isinstance(item.get("row"), dict) and isinstance(item.get("stamp", []), list))
+
+
+def _drop_cut_line(path: Path) -> None:
+    """Cut the record back to its last complete line."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
 
 
 def is_done(entry: dict, out_dir: Path) -> bool:
-    """Whether a recorded image needs no more work: explained, and every file its row names still there."""
+    """Whether a recorded image needs no more work: explained from the same file as now, its files still there."""
     row = entry.get("row") or {}
-    if row.get("error"):
+    if row.get("error") or entry.get("stamp") != input_stamp(entry["input"]):
         return False
     files = [row.get("figure"), row.get("npy")]
     return all((out_dir / f).is_file() for f in files if f)

@@ -80,10 +80,11 @@ class ResultWriter:
             check_output(self.dir / name, self._protect, self._replace)
         for i, p in enumerate(inputs or ()):
             entry = earlier.get(input_key(p))
-            if entry is not None and is_done(entry, self.dir) and self._names.get(i) is None:
+            if entry is not None:  # an input the record names keeps its name, done or to be redone
                 self._names[i] = entry["stem"]
-                self._rows[i] = {**entry["row"], "image": str(p)}
-                self._done.add(i)
+                if is_done(entry, self.dir):
+                    self._rows[i] = {**entry["row"], "image": str(p)}
+                    self._done.add(i)
         for i, p in enumerate(inputs or ()):
             if i not in self._done:
                 self._check_free(self._name(i, str(p)))
@@ -99,9 +100,8 @@ class ResultWriter:
                                  "adds new images, --force starts over")
             return {}
         entries = self.record.read()
-        for entry in entries.values():
-            if is_done(entry, self.dir):
-                self._used.add(str(entry["stem"]).casefold())  # its files stay: no other input takes the name
+        for entry in entries.values():  # every recorded name is its input's: no other input takes it
+            self._used.add(entry["stem"].casefold())
         self._appending = True
         return entries
 

@@ -56,6 +56,27 @@ def stop_server(proc) -> None:
             proc.wait(timeout=10)
 
 
+def interrupt_folder_run(args, out: Path, timeout: float = 120) -> str:
+    """Run ``onnx-gig ARGS`` (a folder run into ``out``), Ctrl-C it once its first figure is written; its stderr.
+
+    Asserts that it stopped as an interrupted run does (exit status 130)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "onnx_gig.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not (out.is_dir() and any(n.endswith("_gig.png") for n in os.listdir(out))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 130, err
+    return err
+
+
 # --------------------------------------------------------------------------- robustness tally
 # tests/test_bad_inputs.py and tests/test_properties.py count what they tried; the counts close the run.
 

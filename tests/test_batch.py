@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MODELS
+from conftest import MODELS, interrupt_folder_run
 from onnx_gig import ExplainOptions, GigModel, ResultWriter, collect_inputs, explain, explain_many
 from onnx_gig.batch import batch_images_for, explain_arrays
 
@@ -251,24 +251,13 @@ def test_cli_map_options(demo_gig, tmp_path):
 
 
 def test_ctrl_c_during_a_folder_run_leaves_complete_figures_and_no_partial_table(demo_gig, tmp_path):
-    import signal
-    import time
-
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(12):
         shutil.copy(PHOTOS / "coffee.png", folder / f"p{i:02d}.png")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "onnx_gig.cli", "explain", str(demo_gig), str(folder),
-                             "--out-dir", str(out), "--steps", "8", "--max-memory", "1G"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (out.is_dir() and any(n.endswith("_gig.png") for n in os.listdir(out))):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    err = interrupt_folder_run(["explain", demo_gig, folder, "--out-dir", out, "--steps", "8", "--max-memory", "1G"],
+                               out)
     assert "interrupted" in err
     names = [n for n in os.listdir(out) if n != ".onnx-gig-run.jsonl"]  # the run record: --resume goes on
     assert names and all(n.endswith("_gig.png") for n in names) and len(names) < 12  # no table, no temp file

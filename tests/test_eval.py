@@ -228,6 +228,10 @@ def test_an_interrupted_eval_is_resumed_scoring_only_what_is_left(tiny, tmp_path
         for m in got.methods:
             np.testing.assert_allclose(got.curves[kind][m], ref.curves[kind][m], rtol=1e-6, atol=1e-7)
     assert not (out / "parts").exists()
+    (out / "parts").mkdir()
+    (out / "parts" / "part-00000000.npz").write_bytes(b"a chunk whose run.json is gone")
+    evaluate(model, photos, out_dir=out, **kw)  # no run to resume or check it against: cleared, not mixed in
+    assert not (out / "parts").exists()
 
 
 def test_cli_eval_resume_finishes_an_interrupted_run(tiny, tmp_path, monkeypatch):

@@ -6,15 +6,13 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import MODELS
+from conftest import MODELS, interrupt_folder_run
 from onnx_gig import ExplainOptions, ResultWriter, collect_inputs, explain_many
 from onnx_gig.errors import InputError
 from onnx_gig.journal import RECORD
@@ -100,23 +98,27 @@ def test_resume_adds_new_images_and_redoes_what_is_gone_or_failed(demo_gig, tmp_
     shutil.copy(PHOTOS / "camera.png", src / "broken.png")  # the corrupt file was fixed
     (src / "new").mkdir()
     shutil.copy(PHOTOS / "coffee.png", src / "new" / "p01.png")  # a new image whose stem is taken
+    shutil.copy(PHOTOS / "chelsea.png", src / "new" / "p02.png")  # ... by an image to be redone
     (out / "p02_gig.png").unlink()  # a figure that went missing
     kept = stamps(out)
+    os.utime(src / "p00.png", ns=(1, 1))  # a photo replaced since (its modification time changed)
 
     listing = collect_inputs([src])
     w = ResultWriter(out, options=OPTIONS, inputs=[str(f) for f in listing.files], model=demo_gig, resume=True)
     left, todo = w.pending(listing)
-    assert sorted(Path(f).relative_to(src).as_posix() for f in left.files) == ["broken.png", "new/p01.png",
-                                                                               "p02.png"]
+    assert sorted(Path(f).relative_to(src).as_posix() for f in left.files) == [
+        "broken.png", "new/p01.png", "new/p02.png", "p00.png", "p02.png"]
     with w:
         for r in explain_many(demo_gig, left, OPTIONS):
             w.write(w.reindex(r))
-    assert (w.resumed, w.explained, len(w.failures)) == (2, 5, 0)
+    assert (w.resumed, w.explained, len(w.failures)) == (1, 6, 0)
     rows = {Path(r["image"]).relative_to(src).as_posix(): r for r in table(out)}
-    assert rows["p01.png"]["figure"] == "p01_gig.png" and rows["new/p01.png"]["figure"] == "p01-2_gig.png"
-    assert rows["broken.png"]["error"] == "" and rows["broken.png"]["figure"] == "broken_gig.png"
+    figures = {k: r["figure"] for k, r in rows.items()}
+    assert figures == {"broken.png": "broken_gig.png", "new/p01.png": "p01-2_gig.png", "new/p02.png": "p02-2_gig.png",
+                       "p00.png": "p00_gig.png", "p01.png": "p01_gig.png", "p02.png": "p02_gig.png"}  # names kept
+    assert rows["broken.png"]["error"] == ""
     now = stamps(out)
-    assert now["p00_gig.png"] == kept["p00_gig.png"] and now["p01_gig.png"] == kept["p01_gig.png"]
+    assert now["p01_gig.png"] == kept["p01_gig.png"] and now["p00_gig.png"] != kept["p00_gig.png"]
     assert (out / "p02_gig.png").is_file()
 
 
@@ -129,20 +131,31 @@ def test_a_run_record_refuses_other_settings_and_names_damage(demo_gig, tmp_path
         ResultWriter(out, options=OPTIONS, inputs=names, model=demo_gig)
     with pytest.raises(InputError, match=r"other settings \(steps: 4 then, 5 now\)"):
         ResultWriter(out, options=ExplainOptions(steps=5), inputs=names, model=demo_gig, resume=True)
-    other = tmp_path / "other_gig.onnx"
-    shutil.copy(demo_gig, other)
-    with pytest.raises(InputError, match=r"other settings \(model: "):
+    copy = tmp_path / "copy_gig.onnx"
+    shutil.copy(demo_gig, copy)  # the same model elsewhere (another node's mount): its contents decide
+    assert ResultWriter(out, options=OPTIONS, inputs=names, model=copy, resume=True).resumed == 2
+    from onnx_gig import convert
+
+    other = convert(MODELS / "mobilenet_v2.onnx", tmp_path / "ig_gig.onnx", method="ig").path
+    with pytest.raises(InputError, match=r"other settings \(model_sha256: "):
         ResultWriter(out, options=OPTIONS, inputs=names, model=other, resume=True)
+    assert ResultWriter(out, options=ExplainOptions(steps=STEPS, cmap="inferno", baseline="Zeros"), inputs=names,
+                        model=demo_gig, resume=True).resumed == 2  # the defaults spelt out draw the same
     with pytest.raises(InputError, match="give one of them"):
         ResultWriter(out, options=OPTIONS, inputs=names, model=demo_gig, resume=True, overwrite=True)
 
     record = out / RECORD
     lines = record.read_text().splitlines()
     record.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])  # a kill cut the last line short
-    w = ResultWriter(out, options=OPTIONS, inputs=names, model=demo_gig, resume=True)
-    assert w.resumed == 1  # that image runs again; the rest is taken over
+    w = run(demo_gig, [src], out, resume=True)
+    assert (w.resumed, w.written) == (1, 3)  # that image ran again; the rest was taken over
+    assert run(demo_gig, [src], out, resume=True).resumed == 2  # and the record reads cleanly again after
+    lines = record.read_text().splitlines()
     record.write_text(lines[0] + "\n{oops\n" + "\n".join(lines[1:]) + "\n")
     with pytest.raises(InputError, match=r"line 2 is damaged; --force starts the run over"):
+        ResultWriter(out, options=OPTIONS, inputs=names, model=demo_gig, resume=True)
+    record.write_text(lines[0] + '\n{"input": "x", "row": {}}\n')  # no name: a line not written by onnx-gig
+    with pytest.raises(InputError, match=r"line 2 is damaged"):
         ResultWriter(out, options=OPTIONS, inputs=names, model=demo_gig, resume=True)
     w = ResultWriter(out, options=OPTIONS, inputs=names, model=demo_gig, overwrite=True)  # --force starts over
     assert w.resumed == 0 and w.pending(collect_inputs([src]))[1] == [0, 1, 2]
@@ -159,16 +172,7 @@ def test_cli_resume_after_ctrl_c_writes_the_rest_once(demo_gig, tmp_path):
     for i in range(10):
         shutil.copy(PHOTOS / "coffee.png", src / f"p{i:02d}.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "onnx_gig.cli", "explain", str(demo_gig), str(src), "--out-dir", str(out),
-           "--steps", "8", "--max-memory", "1G"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (out.is_dir() and any(n.endswith("_gig.png") for n in os.listdir(out))):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    interrupt_folder_run(["explain", demo_gig, src, "--out-dir", out, "--steps", "8", "--max-memory", "1G"], out)
     before = stamps(out)
     assert 0 < len(before) < 10 and not (out / "results.csv").exists()
 
@@ -182,6 +186,8 @@ def test_cli_resume_after_ctrl_c_writes_the_rest_once(demo_gig, tmp_path):
     assert all(r["error"] == "" and (out / r["figure"]).is_file() for r in rows)
     after = stamps(out)
     assert len(after) == 10 and {k: after[k] for k in before} == before
+    gone = run_cli("explain", tmp_path / "nope_gig.onnx", src, "--out-dir", out, "--resume")
+    assert gone.returncode == 2 and len(gone.stderr.strip().splitlines()) == 1 and "nope_gig.onnx" in gone.stderr
     nothing = run_cli("explain", demo_gig, src, "--out-dir", out, "--steps", "8", "--resume")
     assert nothing.returncode == 0 and "10 explained (10 of them by the earlier run)" in nothing.stdout
     assert stamps(out) == after
