@@ -4,7 +4,7 @@ The paper's protocol scores thousands of images with six methods, hours on a CPU
 scored (an :class:`~onnx_gig.evaluate.EvalPart`: targets, probabilities, curves and maps) is saved as
 soon as it is done, as one ``.npz`` written atomically (no pickle: arrays and one JSON string). With
 ``--resume`` the chunks saved are loaded and only the images they lack are scored; the tables come out as
-one run would have written them. ``parts/run.json`` fingerprints the run: the model file, every setting
+one run would have written them. ``parts/run.json`` fingerprints the run: the model's contents, every setting
 that changes a number, and the image list itself (the random map depends on each image's index), so a
 resumed run cannot mix settings. The folder is removed once the results are written.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import InputError
 from .fileio import atomic_path
-from .journal import file_digest, input_key
+from .journal import file_digest, input_key, settings_changed
 
 if TYPE_CHECKING:
     from .evaluate import EvalPart
@@ -66,9 +66,8 @@ class PartStore:
             earlier = json.loads((self.dir / "run.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read {self.dir / 'run.json'} ({exc}); delete {self.dir} to start over") from None
-        changed = [k for k in sorted(set(earlier) | set(self.header)) if earlier.get(k) != self.header.get(k)]
-        if changed:
-            said = "; ".join(f"{k}: {earlier.get(k)!r} then, {self.header.get(k)!r} now" for k in changed[:4])
+        said = settings_changed(earlier, self.header)
+        if said:
             raise InputError(f"{self.dir} holds an eval with other settings ({said}); resume it with the same model, "
                              f"images and options, or delete {self.dir} to start over")
         parts = []

@@ -317,15 +317,13 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
         if store is not None and items:
             store.start()
         save = store.save if store is not None else None
-        parts = list(earlier)
-        if not items:
-            pass  # every image was scored by the earlier run: only the tables are left to write
-        elif ray is not None:
+        parts = list(earlier)  # when the earlier run scored every image, only the tables are left to write
+        if items and ray is not None:
             from .distributed import evaluate_ray
 
             parts += evaluate_ray(files, names, items, kwargs, address=ray, actors=actors, progress=progress,
                                   on_part=save)
-        else:
+        elif items:
             worker = EvalWorker(files, names, **kwargs)
             with tqdm(total=len(items), disable=not progress, unit="image", desc="maps") as bar:
                 for i in range(0, len(items), EVAL_CHUNK):

@@ -53,6 +53,12 @@ def input_stamp(path: str | os.PathLike) -> list:
     return [st.st_size, st.st_mtime_ns]
 
 
+def settings_changed(earlier: dict, now: dict) -> str:
+    """What differs between an earlier run's fingerprint and this one's, in a few words ("" if nothing)."""
+    changed = [k for k in sorted(set(earlier) | set(now)) if earlier.get(k) != now.get(k)]
+    return "; ".join(f"{k}: {earlier.get(k)!r} then, {now.get(k)!r} now" for k in changed[:4])
+
+
 def fingerprint(model: str | os.PathLike, options: Any, *, figures: bool, npy: bool) -> dict:
     """The run's identity: the model's contents and every option that shows in its outputs, as drawn."""
     from .heatmap import default_cmap
@@ -105,9 +111,8 @@ class RunRecord:
     def _check(self, earlier: dict) -> None:
         if earlier.get("onnx_gig_run") != FORMAT:
             raise InputError(f"{self.path} was not written by this version of onnx-gig; --force starts the run over")
-        changed = [k for k in sorted(set(earlier) | set(self.header)) if earlier.get(k) != self.header.get(k)]
-        if changed:
-            said = "; ".join(f"{k}: {earlier.get(k)!r} then, {self.header.get(k)!r} now" for k in changed[:4])
+        said = settings_changed(earlier, self.header)
+        if said:
             raise InputError(f"{self.path.parent} holds a run with other settings ({said}); resume it with the "
                              "same model and options, or --force to start over, or another --out-dir")
 
@@ -166,4 +171,4 @@ def is_done(entry: dict, out_dir: Path) -> bool:
     return all((out_dir / f).is_file() for f in files if f)
 
 
-__all__ = ["RECORD", "RunRecord", "fingerprint", "input_key", "is_done"]
+__all__ = ["RECORD", "RunRecord", "file_digest", "fingerprint", "input_key", "is_done", "settings_changed"]

@@ -73,6 +73,7 @@ class ResultWriter:
         self.closed = False
         self.record = None if model is None else RunRecord(self.dir, fingerprint(model, self.options, figures=figures,
                                                                                  npy=npy))
+        self._appending = bool(resume and self.record is not None and self.record.exists())
         earlier = self._earlier_run(resume)
         # a resumed run may replace files the record does not vouch for (an image cut off mid-write)
         self._replace = overwrite or self._appending
@@ -91,7 +92,6 @@ class ResultWriter:
 
     def _earlier_run(self, resume: bool) -> dict[str, dict]:
         """The record's entries when resuming (their stems reserved), after refusing a record in the way."""
-        self._appending = False
         if self.record is None or not self.record.exists():
             return {}
         if not resume:
@@ -102,7 +102,6 @@ class ResultWriter:
         entries = self.record.read()
         for entry in entries.values():  # every recorded name is its input's: no other input takes it
             self._used.add(entry["stem"].casefold())
-        self._appending = True
         return entries
 
     @property

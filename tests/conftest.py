@@ -56,6 +56,14 @@ def stop_server(proc) -> None:
             proc.wait(timeout=10)
 
 
+def photo_folder(folder: Path, n: int, photo: str = "coffee.png") -> Path:
+    """``folder`` made, holding ``n`` copies of a shipped photo named p00.png, p01.png..."""
+    folder.mkdir(parents=True)
+    for i in range(n):
+        shutil.copy(MODELS / "images" / photo, folder / f"p{i:02d}.png")
+    return folder
+
+
 def interrupt_folder_run(args, out: Path, timeout: float = 120) -> str:
     """Run ``onnx-gig ARGS`` (a folder run into ``out``), Ctrl-C it once its first figure is written; its stderr.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MODELS, interrupt_folder_run
+from conftest import MODELS, interrupt_folder_run, photo_folder
 from onnx_gig import ExplainOptions, GigModel, ResultWriter, collect_inputs, explain, explain_many
 from onnx_gig.batch import batch_images_for, explain_arrays
 
@@ -251,10 +251,7 @@ def test_cli_map_options(demo_gig, tmp_path):
 
 
 def test_ctrl_c_during_a_folder_run_leaves_complete_figures_and_no_partial_table(demo_gig, tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(12):
-        shutil.copy(PHOTOS / "coffee.png", folder / f"p{i:02d}.png")
+    folder = photo_folder(tmp_path / "in", 12)
     out = tmp_path / "out"
     err = interrupt_folder_run(["explain", demo_gig, folder, "--out-dir", out, "--steps", "8", "--max-memory", "1G"],
                                out)

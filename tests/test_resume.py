@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MODELS, interrupt_folder_run
+from conftest import MODELS, interrupt_folder_run, photo_folder
 from onnx_gig import ExplainOptions, ResultWriter, collect_inputs, explain_many
 from onnx_gig.errors import InputError
 from onnx_gig.journal import RECORD
@@ -167,10 +167,7 @@ def run_cli(*args):
 
 
 def test_cli_resume_after_ctrl_c_writes_the_rest_once(demo_gig, tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(10):
-        shutil.copy(PHOTOS / "coffee.png", src / f"p{i:02d}.png")
+    src = photo_folder(tmp_path / "in", 10)
     out = tmp_path / "out"
     interrupt_folder_run(["explain", demo_gig, src, "--out-dir", out, "--steps", "8", "--max-memory", "1G"], out)
     before = stamps(out)

@@ -116,8 +116,6 @@ def run_many(a: argparse.Namespace) -> int:
     if a.out is not None or a.save_npy is not None:
         raise InputError("--out and --save-npy name one image's outputs; with several inputs use --out-dir DIR "
                          "(and --npy for the raw attributions)")
-    if a.resume and a.force:
-        raise InputError("--resume keeps what an earlier run wrote and --force writes it again; give one of them")
     inputs = collect_inputs(a.inputs)
     files, missing = inputs
     if not files:
