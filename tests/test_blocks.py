@@ -37,8 +37,19 @@ def _run_all(path, feeds):
     return s.run(None, feeds)
 
 
+def _assert_same_outputs(ref, got):
+    """Every row runs exactly as in one batch, so scores and classes are bit-identical; the attributions
+    sum each block's steps first, so they differ from one batch's by float32 rounding only."""
+    assert len(ref) == len(got)
+    scale = np.abs(ref[0]).max()
+    assert scale > 0
+    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-6 * scale)
+    for r, g in zip(ref[1:], got[1:]):
+        np.testing.assert_array_equal(r, g)
+
+
 @pytest.mark.parametrize("method", ["gnl-ig", "ig", "gnl-ig-authors"])
-def test_blocks_give_bit_identical_outputs(small_net, tmp_path, method):
+def test_blocks_give_the_same_outputs(small_net, tmp_path, method):
     one = convert(small_net, tmp_path / "one.onnx", method=method, blocks=1).path
     x = np.random.default_rng(3).standard_normal((3, 3, 20, 20)).astype(np.float32)
     assert _meta(one)[META_PREFIX + "row_blocks"] == "1"
@@ -53,10 +64,7 @@ def test_blocks_give_bit_identical_outputs(small_net, tmp_path, method):
                   "baseline": np.full((1, 3, 1, 1), 0.25, np.float32)},
                  {"image": x[:1], "alphas": np.array([0.5], np.float32), "step_weights": np.array([1.0], np.float32)}]
         for feeds in cases:
-            ref, got = _run_all(one, feeds), _run_all(many, feeds)
-            assert len(ref) == len(got)
-            for r, g in zip(ref, got):
-                np.testing.assert_array_equal(r, g)
+            _assert_same_outputs(_run_all(one, feeds), _run_all(many, feeds))
 
 
 def test_blocks_are_copies_that_onnxruntime_runs_one_after_another(small_net, tmp_path):
@@ -179,8 +187,7 @@ def test_blocks_at_run_time_image_sizes(tmp_path):
                  "step_weights": np.full(8, 0.125, np.float32)}
         name = ort.InferenceSession(str(one), providers=["CPUExecutionProvider"]).get_inputs()[0].name
         feeds = {name: feeds.pop("input"), **feeds}
-        for r, g in zip(_run_all(one, feeds), _run_all(three, feeds)):
-            np.testing.assert_array_equal(r, g)
+        _assert_same_outputs(_run_all(one, feeds), _run_all(three, feeds))
 
 
 def test_float16_graphs_default_to_one_block_and_take_blocks_when_asked(small_net, tmp_path):

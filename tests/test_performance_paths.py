@@ -266,7 +266,7 @@ CUDA_OPS = {
     "Floor", "Gather", "GatherElements", "GatherND", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater",
     "GreaterOrEqual", "HardSigmoid", "HardSwish", "Identity", "LRN", "LeakyRelu", "Less", "LessOrEqual", "Log",
     "LogSoftmax", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "OneHot", "Or", "PRelu", "Pad", "Pow",
-    "Reciprocal", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "ScatterElements",
+    "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "ScatterElements",
     "ScatterND", "Shape", "Sigmoid", "Sign", "Size", "Slice", "Softmax", "Softplus", "Split", "Sqrt", "Squeeze",
     "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze", "Where",
 }
