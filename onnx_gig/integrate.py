@@ -275,9 +275,9 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     depth = e.shape(flat, 1, 2)
     onehot = e.op("OneHot", [target_class, depth, e.const(np.asarray([0, 1], F32))], {"axis": -1})
     seed = e.mul(e.unsqueeze(onehot, [1]), e.reshape(weights, [1, -1, 1]))
-    rows = e.mul(e.shape(x, 0, 1), e.shape(alphas))  # N * K from shapes: not from the path copy's score, so
+    n_rows = e.mul(e.shape(x, 0, 1), e.shape(alphas))  # N * K from shapes: not from the path copy's score, so
     # row blocks (blocks.py) can slice the seed before that copy runs, nor from the rows, which they never make
-    seed = e.reshape(seed, e.concat([rows, e.shape(score, start=1)], axis=0))
+    seed = e.reshape(seed, e.concat([n_rows, e.shape(score, start=1)], axis=0))
     # declare the seed's shape: its symbolic batch (NK) then flows through the whole backward graph, so
     # onnxruntime can prove forward and backward tensors have one shape and keep both in its NCHWc layout
     seed.dtype, seed.shape = F32, list(score_p.shape) if score_p.shape is not None else None
@@ -297,13 +297,12 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
         keep_blocked_layout(backward, e)
     if blocks is None:  # the float16 graph is for GPUs, where one large batch beats small blocks
         blocks = 1 if fp16 else auto_blocks(bytes_per_row)
-    summed = split_rows(e, StraightPath(path_flat, bx, diff, alphas), seed, grad,
-                        path_nodes + list(g.nodes[first_backward:]), blocks, _clone)
-    if summed is None:  # one block: sum each image's steps of the one batch
-        blocks = 1
-        n_k_rest = e.concat([e.shape(x, 0, 1), e.const(np.asarray([-1], np.int64)), e.shape(x, start=1)], axis=0)
-        summed = e.op("ReduceSum", [e.op("Reshape", [grad, n_k_rest]), e.const(np.asarray([1], np.int64))],
-                      {"keepdims": 0})
+    grad, blocks = split_rows(e, StraightPath(path_flat, bx, diff, alphas), seed, grad,
+                              path_nodes + list(g.nodes[first_backward:]), blocks, _clone)
+
+    n_k_rest = e.concat([e.shape(x, 0, 1), e.const(np.asarray([-1], np.int64)), e.shape(x, start=1)], axis=0)
+    summed = e.op("ReduceSum", [e.op("Reshape", [grad, n_k_rest]), e.const(np.asarray([1], np.int64))],
+                  {"keepdims": 0})
     attributions = gs.Variable("attributions", dtype=F32, shape=list(x.shape))
     g.nodes.append(gs.Node("Mul", name="gig/attributions", inputs=[summed, diff], outputs=[attributions]))
 
