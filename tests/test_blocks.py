@@ -71,12 +71,12 @@ def test_an_image_that_overflows_leaves_the_others_finite(small_net, tmp_path):
     sums to NaN (batch.py reports such an image as its own error and keeps the rest). A sum over a block's
     rows by a matrix product would (0 * inf): the blocks gather rows and reduce per image instead."""
     one = convert(small_net, tmp_path / "one.onnx", blocks=1).path
-    three = convert(small_net, tmp_path / "three.onnx", blocks=3).path
+    four = convert(small_net, tmp_path / "four.onnx", blocks=4).path  # 21 rows in blocks of 6: across images
     x = np.random.default_rng(4).standard_normal((3, 3, 20, 20)).astype(np.float32)
     x[1] *= np.float32(3e37)  # finite, but the net overflows on it
     feeds = {"image": x, "alphas": np.linspace(0.1, 1, 7, dtype=np.float32),
              "step_weights": np.full(7, 1 / 7, np.float32)}
-    ref, got = _run_all(one, feeds)[0], _run_all(three, feeds)[0]
+    ref, got = _run_all(one, feeds)[0], _run_all(four, feeds)[0]
     finite = np.isfinite(ref).reshape(3, -1).all(axis=1)
     assert finite.tolist() == [True, False, True]  # the case is real: the net does overflow on image 1
     assert np.isfinite(got).reshape(3, -1).all(axis=1).tolist() == finite.tolist()
