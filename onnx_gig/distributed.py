@@ -14,7 +14,6 @@ input is written exactly once.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import time
@@ -25,7 +24,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from .errors import GigError, InputError
-from .heatmap import PNG_LEVEL
+from .heatmap import png_bytes
 from .writer import ResultWriter, draw_figure
 
 RAY_MISSING = "--ray needs Ray: pip install 'onnx-gig[ray]'"
@@ -153,9 +152,7 @@ class GigActor:
         for r in results:
             png = b""
             if self.figures and r.ok and r.attributions is not None:
-                buf = io.BytesIO()
-                draw_figure(r, self.options).save(buf, format="PNG", compress_level=PNG_LEVEL)  # the one-process writer's picture
-                png = buf.getvalue()
+                png = png_bytes(draw_figure(r, self.options))  # the one-process writer's picture
             pngs.append(png)
         out = {"index": np.asarray([r.index for r in results], np.int64),
                "meta": np.asarray([_meta(r) for r in results], dtype=object),

@@ -153,12 +153,21 @@ def _entry_shape(item: dict) -> bool:
             and isinstance(item.get("row"), dict) and isinstance(item.get("stamp", []), list))
 
 
-def _drop_cut_line(path: Path) -> None:
-    """Cut the record back to its last complete line."""
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end != len(data):
-        with open(path, "r+b") as f:
+def _drop_cut_line(path: Path, chunk: int = 1 << 16) -> None:
+    """Cut the record back to its last complete line (read from the end: a record can hold 50,000 lines)."""
+    with open(path, "r+b") as f:
+        size = pos = f.seek(0, os.SEEK_END)
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            k = f.read(pos - start).rfind(b"\n")
+            if k >= 0:
+                end = start + k + 1
+                break
+            pos = start
+        else:
+            end = 0
+        if end != size:
             f.truncate(end)
 
 

@@ -170,8 +170,7 @@ def run_ray(a: argparse.Namespace, options, out_dir: str, protect: list) -> int:
               f"results.csv and results.jsonl in {out_dir}")
         return SOME_FAILED if s.failed else 0
     print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed on {s.actors} Ray actors x {s.threads} "
-          f"threads in "
-          f"{s.seconds:.1f} s ({s.startup_seconds:.1f} s to the first result, then {s.images_per_second:.2f} "
-          f"images/s); wrote {_count(s.explained - s.resumed, 'figure')}" + (" and .npy files" if a.npy else "")
+          f"threads in {s.seconds:.1f} s ({s.startup_seconds:.1f} s to the first result, "
+          f"then {s.images_per_second:.2f} images/s); wrote {_count(s.explained - s.resumed, 'figure')}" + (" and .npy files" if a.npy else "")
           + f", results.csv and results.jsonl in {out_dir}")
     return SOME_FAILED if s.failed else 0

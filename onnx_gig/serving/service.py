@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import os
 import tempfile
 import threading
@@ -30,7 +29,7 @@ import numpy as np
 
 from ..api import figure_title, label_of, softmax, top_classes
 from ..errors import GigError, InputError
-from ..heatmap import CMAPS, PNG_LEVEL, render_figure, saliency_map
+from ..heatmap import CMAPS, png_bytes, render_figure, saliency_map
 from ..imageio import BASELINE_KINDS, load_input, make_baseline
 from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
 from ..runtime import GigModel
@@ -270,9 +269,7 @@ class GigService:
                 # the map is clipped at heatmap.DEFAULT_CLIP, and figure_title says so, like the CLI's figure
                 title = figure_title(r["label"], float(probs[t]), self.gm.method, len(alphas), rule, kind)
                 fig = render_figure(photo, saliency_map(attr, self.preprocess.layout), title, cmap)
-                buf = io.BytesIO()
-                fig.save(buf, format="PNG", compress_level=PNG_LEVEL)
-                r["heatmap_png"] = {"b64": base64.b64encode(buf.getvalue()).decode("ascii")}
+                r["heatmap_png"] = {"b64": base64.b64encode(png_bytes(fig)).decode("ascii")}
             results.append(r)
         return {"model_name": self.name, "method": self.gm.method, "steps": int(len(alphas)), "rule": rule,
                 "baseline": kind, "explanations": results}

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..api import figure_title, label_of, softmax
 from ..errors import GigError, InputError
-from ..heatmap import (CMAPS, DEFAULT_ALPHA, DEFAULT_CLIP, PNG_LEVEL, SIGNS, default_cmap, render_figure,
+from ..heatmap import (CMAPS, DEFAULT_ALPHA, DEFAULT_CLIP, SIGNS, default_cmap, png_bytes, render_figure,
                        saliency_map)
 from ..imageio import BASELINE_KINDS, make_baseline
 from ..quadrature import DEFAULT_RULE, RULES
@@ -175,8 +175,7 @@ class Viewer:
         label = label_of(service.labels, t)
         title = figure_title(label, float(run.probs[t]), service.gm.method, req.steps, req.rule, req.baseline, req.clip)
         fig = draw_figure(run.photo, run.attributions, service.preprocess.layout, title, req)
-        png, npy = io.BytesIO(), io.BytesIO()
-        fig.save(png, format="PNG", compress_level=PNG_LEVEL)
+        png, npy = png_bytes(fig), io.BytesIO()
         np.save(npy, run.attributions.astype(np.float32))
         return {
             "model": service.name, "method": service.gm.method, "steps": req.steps, "rule": req.rule,
@@ -187,7 +186,7 @@ class Viewer:
             "top": top_json(run.probs, service.labels, req.top),
             "seconds": round(run.seconds, 3), "cached": cached, "notes": run.notes,
             "shape": list(run.attributions.shape),
-            "figure_png": base64.b64encode(png.getvalue()).decode("ascii"),
+            "figure_png": base64.b64encode(png).decode("ascii"),
             "attributions_npy": base64.b64encode(npy.getvalue()).decode("ascii"),
         }
 
