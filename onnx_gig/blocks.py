@@ -50,7 +50,7 @@ def dependent_nodes(nodes: list[gs.Node], sources: set[str]) -> list[gs.Node]:
 
 @dataclass(frozen=True)
 class StraightPath:
-    """The rows' straight path: row n * K + k of ``rows`` is ``start[n] + alphas[k] * delta[n]``."""
+    """The rows' straight path: row k * N + n of ``rows`` is ``start[n] + alphas[k] * delta[n]``."""
 
     rows: gs.Tensor    # [N * K, ...] the path points as one batch (what the single-block graph reads)
     start: gs.Tensor   # [N, ...] the baselines, one per image
@@ -87,16 +87,16 @@ def split_rows(e: Emitter, path: StraightPath, seed: gs.Tensor, grad: gs.Tensor,
     def scalar(t):
         return e.op("Squeeze", [t, i64([0])])
 
-    steps = e.shape(path.alphas, 0, 1)
-    total = e.mul(e.shape(path.delta, 0, 1), steps)  # R, from shapes only: the R rows are never made at once
+    images = e.shape(path.delta, 0, 1)
+    total = e.mul(images, e.shape(path.alphas, 0, 1))  # R, from shapes only: the R rows are never made at once
     per = e.div(e.add(total, i64([blocks - 1])), i64([blocks]))  # ceil(R / blocks)
     padded = e.mul(per, i64([blocks]))
     pad = e.sub(padded, total)                                    # 0 <= pad < blocks
-    # row r of the padded batch is row min(r, R - 1): image r // K at step r % K
+    # row r of the padded batch is row min(r, R - 1): step r // N of image r % N
     r = e.op("Range", [i64(0), scalar(padded), i64(1)])
     rc = e.op("Min", [r, e.sub(total, i64([1]))])
-    image_of = e.div(rc, scalar(steps))
-    step_of = e.sub(rc, e.mul(image_of, scalar(steps)))
+    step_of = e.div(rc, scalar(images))
+    image_of = e.sub(rc, e.mul(step_of, scalar(images)))
     ones = [1] * (len(rows.shape) - 1)
 
     srank = len(seed.shape)

@@ -256,11 +256,13 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     scores = gs.Variable("scores", dtype=F32, shape=["N", fg.num_classes or "classes"])
     g.nodes.append(gs.Node("Identity", name="gig/scores", inputs=[flat], outputs=[scores]))
 
-    # the straight path b + alpha (x - b), images times steps flattened into one batch
+    # the straight path b + alpha (x - b), steps times images flattened into one batch, step-major (row
+    # k * N + n): the sum over steps is then a ReduceSum over the leading axis, which onnxruntime runs 6x
+    # faster than over the middle axis of [1, K, ...] for one image (0.7 against 4.3 ms for MobileNetV2)
     bx = e.expand(baseline, e.shape(x))
     diff = e.sub(x, bx)
-    a = e.reshape(alphas, [1, -1] + [1] * (rank - 1))
-    path = e.add(e.unsqueeze(bx, [1]), e.mul(a, e.unsqueeze(diff, [1])))
+    a = e.reshape(alphas, [-1, 1] + [1] * (rank - 1))
+    path = e.add(e.unsqueeze(bx, [0]), e.mul(a, e.unsqueeze(diff, [0])))
     path_flat = e.op("Reshape", [path, _rest_shape(e, x)], dtype=F32, shape=["NK"] + list(x.shape[1:]))
 
     base_nodes, base_map = _clone(forward, x, bx, "gig/baseline/", "N")
@@ -274,7 +276,7 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     # seed: one-hot of the target, scaled by each step's quadrature weight
     depth = e.shape(flat, 1, 2)
     onehot = e.op("OneHot", [target_class, depth, e.const(np.asarray([0, 1], F32))], {"axis": -1})
-    seed = e.mul(e.unsqueeze(onehot, [1]), e.reshape(weights, [1, -1, 1]))
+    seed = e.mul(e.unsqueeze(onehot, [0]), e.reshape(weights, [-1, 1, 1]))  # [K, N, classes], as the rows
     n_rows = e.mul(e.shape(x, 0, 1), e.shape(alphas))  # N * K from shapes: not from the path copy's score, so
     # row blocks (blocks.py) can slice the seed before that copy runs, nor from the rows, which they never make
     seed = e.reshape(seed, e.concat([n_rows, e.shape(score, start=1)], axis=0))
@@ -300,8 +302,8 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     grad, blocks = split_rows(e, StraightPath(path_flat, bx, diff, alphas), seed, grad,
                               path_nodes + list(g.nodes[first_backward:]), blocks, _clone)
 
-    n_k_rest = e.concat([e.shape(x, 0, 1), e.const(np.asarray([-1], np.int64)), e.shape(x, start=1)], axis=0)
-    summed = e.op("ReduceSum", [e.op("Reshape", [grad, n_k_rest]), e.const(np.asarray([1], np.int64))],
+    k_n_rest = e.concat([e.const(np.asarray([-1], np.int64)), e.shape(x)], axis=0)
+    summed = e.op("ReduceSum", [e.op("Reshape", [grad, k_n_rest]), e.const(np.asarray([0], np.int64))],
                   {"keepdims": 0})
     attributions = gs.Variable("attributions", dtype=F32, shape=list(x.shape))
     g.nodes.append(gs.Node("Mul", name="gig/attributions", inputs=[summed, diff], outputs=[attributions]))
