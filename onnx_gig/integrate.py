@@ -257,8 +257,9 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
     g.nodes.append(gs.Node("Identity", name="gig/scores", inputs=[flat], outputs=[scores]))
 
     # the straight path b + alpha (x - b), steps times images flattened into one batch, step-major (row
-    # k * N + n): the sum over steps is then a ReduceSum over the leading axis, which onnxruntime runs 6x
-    # faster than over the middle axis of [1, K, ...] for one image (0.7 against 4.3 ms for MobileNetV2)
+    # k * N + n): the sum over steps is then a ReduceSum over the leading axis, which onnxruntime runs about
+    # 8x faster than over the middle axis of [1, K, ...] for one image (0.5 against 4.1 ms for MobileNetV2;
+    # for several images 0.1-0.25 ms per image slower: docs/benchmark.md, Speed V)
     bx = e.expand(baseline, e.shape(x))
     diff = e.sub(x, bx)
     a = e.reshape(alphas, [-1, 1] + [1] * (rank - 1))
