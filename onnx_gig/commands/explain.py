@@ -169,8 +169,9 @@ def run_ray(a: argparse.Namespace, options, out_dir: str, protect: list) -> int:
         print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed; nothing left to run; wrote "
               f"results.csv and results.jsonl in {out_dir}")
         return SOME_FAILED if s.failed else 0
+    npy = " and .npy files" if a.npy else ""
     print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed on {s.actors} Ray actors x {s.threads} "
           f"threads in {s.seconds:.1f} s ({s.startup_seconds:.1f} s to the first result, "
-          f"then {s.images_per_second:.2f} images/s); wrote {_count(s.explained - s.resumed, 'figure')}" + (" and .npy files" if a.npy else "")
-          + f", results.csv and results.jsonl in {out_dir}")
+          f"then {s.images_per_second:.2f} images/s); wrote {_count(s.explained - s.resumed, 'figure')}{npy}, "
+          f"results.csv and results.jsonl in {out_dir}")
     return SOME_FAILED if s.failed else 0

@@ -175,7 +175,7 @@ class Viewer:
         label = label_of(service.labels, t)
         title = figure_title(label, float(run.probs[t]), service.gm.method, req.steps, req.rule, req.baseline, req.clip)
         fig = draw_figure(run.photo, run.attributions, service.preprocess.layout, title, req)
-        png, npy = png_bytes(fig), io.BytesIO()
+        npy = io.BytesIO()
         np.save(npy, run.attributions.astype(np.float32))
         return {
             "model": service.name, "method": service.gm.method, "steps": req.steps, "rule": req.rule,
@@ -186,7 +186,7 @@ class Viewer:
             "top": top_json(run.probs, service.labels, req.top),
             "seconds": round(run.seconds, 3), "cached": cached, "notes": run.notes,
             "shape": list(run.attributions.shape),
-            "figure_png": base64.b64encode(png).decode("ascii"),
+            "figure_png": base64.b64encode(png_bytes(fig)).decode("ascii"),
             "attributions_npy": base64.b64encode(npy.getvalue()).decode("ascii"),
         }
 
