@@ -9,6 +9,7 @@ ModelProto.graph (7) and .metadata_props (14); GraphProto.initializer (5), .spar
 """
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,32 @@ def check_model_file(path: str | os.PathLike) -> Path:
     return p
 
 
+def _map(p: Path) -> Union[bytes, mmap.mmap]:
+    """The file's bytes as a read-only map: the walk touches only the pages of the fields it reads, where
+    reading the file copied every weight (ResNet-50 GNL-IG, 115 MB: 48 ms a read, twice per cold
+    ``explain``); a file that cannot be mapped (a pipe, a special file system) is read instead.
+    Nothing keeps a view of the map past ``read_head``: names and values are copied out as str."""
+    with open(p, "rb") as f:
+        try:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return f.read()
+
+
+def _walk(data: Union[bytes, mmap.mmap], graph: bool) -> ModelHead:
+    """ModelProto's graph (7) and metadata_props (14), everything else skipped by length."""
+    head = ModelHead()
+    for n, x in _fields(memoryview(data)):
+        if n == 7 and isinstance(x, memoryview):
+            if graph:
+                _graph(x, head)
+            head.has_graph = True
+        elif n == 14 and isinstance(x, memoryview):
+            k, v = _entry(x)
+            head.metadata[k] = v
+    return head
+
+
 def read_head(path: str | os.PathLike, graph: bool = True) -> ModelHead:
     """The head of the model at ``path``; a missing, empty or non-ONNX file raises one readable line.
 
@@ -161,22 +188,20 @@ def read_head(path: str | os.PathLike, graph: bool = True) -> ModelHead:
     """
     p = check_model_file(path)
     try:
-        data = p.read_bytes()
+        data = _map(p)
     except OSError as exc:
         raise ModelError(f"cannot read {p}: {exc.strerror or exc}") from None
     what = NOT_ONNX
-    head = ModelHead()
     try:
-        for n, x in _fields(memoryview(data)):
-            if n == 7 and isinstance(x, memoryview):
-                if graph:
-                    _graph(x, head)
-                head.has_graph = True
-            elif n == 14 and isinstance(x, memoryview):
-                k, v = _entry(x)
-                head.metadata[k] = v
+        head = _walk(data, graph)
     except _Truncated:
         raise ModelError(f"cannot read {p} as an ONNX model: {what}") from None
+    finally:
+        if not isinstance(data, bytes):
+            try:
+                data.close()
+            except BufferError:  # a view still held by the _Truncated traceback: unmapped when that goes
+                pass
     if not head.has_graph:
         raise ModelError(f"{p} holds no ONNX graph: {what}")
     return head

@@ -30,6 +30,23 @@ def test_agrees_with_onnx_on_the_demo_model_and_its_conversion(demo_gig):
     assert read_head(demo_gig).inputs["input"] == ["N", 3, 224, 224]
 
 
+def test_a_file_that_cannot_be_mapped_is_read_instead(demo_gig, monkeypatch):
+    """read_head maps the file (only the fields it walks are touched); where mmap fails it reads the bytes."""
+    import mmap
+
+    from onnx_gig import modelhead
+
+    mapped = read_head(demo_gig)
+
+    def refuse(*args, **kwargs):
+        raise OSError("no mmap here")
+
+    monkeypatch.setattr(modelhead.mmap, "mmap", refuse)
+    read = read_head(demo_gig)
+    assert (read.metadata, read.inputs, read.external) == (mapped.metadata, mapped.inputs, mapped.external)
+    assert mmap.mmap is refuse  # the fallback really ran
+
+
 def test_agrees_on_external_data_unknown_and_negative_dims(tmp_path):
     w = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])
