@@ -153,9 +153,9 @@ def check_model_file(path: str | os.PathLike) -> Path:
 
 def _map(p: Path) -> Union[bytes, mmap.mmap]:
     """The file's bytes as a read-only map: the walk touches only the pages of the fields it reads, where
-    reading the file copied every weight (ResNet-50 GNL-IG, 115 MB: 48 ms a read, twice per cold
-    ``explain``); a file that cannot be mapped (a pipe, a special file system) is read instead.
-    Nothing keeps a view of the map past ``read_head``: names and values are copied out as str."""
+    reading the file copied every weight (docs/benchmark.md, Speed V); a file system without mmap
+    support gets the file read instead. A file cut short by another process during the walk (a few
+    milliseconds) would end it with SIGBUS, as it would onnxruntime's own load of that file."""
     with open(p, "rb") as f:
         try:
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -192,16 +192,20 @@ def read_head(path: str | os.PathLike, graph: bool = True) -> ModelHead:
     except OSError as exc:
         raise ModelError(f"cannot read {p}: {exc.strerror or exc}") from None
     what = NOT_ONNX
+    head: Optional[ModelHead] = None
     try:
-        head = _walk(data, graph)
-    except _Truncated:
-        raise ModelError(f"cannot read {p} as an ONNX model: {what}") from None
+        try:
+            head = _walk(data, graph)
+        except _Truncated:
+            pass  # the error is raised below, once no traceback holds a view of the map
     finally:
         if not isinstance(data, bytes):
             try:
-                data.close()
-            except BufferError:  # a view still held by the _Truncated traceback: unmapped when that goes
+                data.close()  # names and values were copied out as str and int: no view outlives the walk
+            except BufferError:  # an interpreter that frees views late (PyPy): unmapped when they go
                 pass
+    if head is None:
+        raise ModelError(f"cannot read {p} as an ONNX model: {what}")
     if not head.has_graph:
         raise ModelError(f"{p} holds no ONNX graph: {what}")
     return head

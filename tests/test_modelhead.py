@@ -38,13 +38,35 @@ def test_a_file_that_cannot_be_mapped_is_read_instead(demo_gig, monkeypatch):
 
     mapped = read_head(demo_gig)
 
+    calls = []
+
     def refuse(*args, **kwargs):
+        calls.append(args)
         raise OSError("no mmap here")
 
-    monkeypatch.setattr(modelhead.mmap, "mmap", refuse)
+    monkeypatch.setattr(mmap, "mmap", refuse)
     read = read_head(demo_gig)
+    assert calls, "read_head did not try to map the file"
     assert (read.metadata, read.inputs, read.external) == (mapped.metadata, mapped.inputs, mapped.external)
-    assert mmap.mmap is refuse  # the fallback really ran
+
+
+def test_the_map_is_closed_when_read_head_returns_or_refuses(demo_gig, tmp_path, monkeypatch):
+    """No map outlives read_head, also when the file is cut short (a map left open locks the file on Windows)."""
+    import mmap
+
+    real, maps = mmap.mmap, []
+
+    def spy(*args, **kwargs):
+        maps.append(real(*args, **kwargs))
+        return maps[-1]
+
+    monkeypatch.setattr(mmap, "mmap", spy)
+    read_head(demo_gig)
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(demo_gig.read_bytes()[:5000])
+    with pytest.raises(ModelError, match="cannot read .* as an ONNX model"):
+        read_head(cut)
+    assert len(maps) == 2 and all(m.closed for m in maps)
 
 
 def test_agrees_on_external_data_unknown_and_negative_dims(tmp_path):
