@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -109,7 +110,8 @@ def session(path: Path, options: Callable[[], ort.SessionOptions], providers: li
     tmp: Optional[Path] = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{entry.stem}.{os.getpid()}.tmp.onnx"
+        # per process and thread: sessions made side by side in one process must not write one file
+        tmp = folder / f".{entry.stem}.{os.getpid()}.{threading.get_ident()}.tmp.onnx"
         so = options()
         so.optimized_model_filepath = str(tmp)
         s = ort.InferenceSession(str(path), sess_options=so, providers=providers)

@@ -155,6 +155,26 @@ def test_session_cache_saves_once_loads_after_and_survives_damage(small_net, tmp
     assert len(list(cache.glob("*.onnx"))) == 2
 
 
+def test_session_cache_with_sessions_made_side_by_side_in_one_process(small_net, tmp_path, monkeypatch):
+    """Threads of one process that make the first sessions of a model at once (a threaded server): one whole
+    entry is left, no temporary file, and every session attributes alike. (Each thread now saves under its own
+    temporary name; the shared name of before did not break this test here, so it guards the outcome.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ONNX_GIG_CACHE_DIR", str(cache))
+    path = convert(small_net, tmp_path / "b4.onnx", blocks=4).path
+    x = np.random.default_rng(5).standard_normal((1, 3, 20, 20)).astype(np.float32)
+    with ThreadPoolExecutor(4) as pool:
+        gms = list(pool.map(lambda _: GigModel(path, device="cpu", threads=1), range(4)))
+    entries = list(cache.glob("*.onnx"))
+    assert len(entries) == 1 and not list(cache.glob(".*tmp*"))
+    assert onnx.load(str(entries[0])).graph.node
+    ref = gms[0].explain(x, n_steps=7).attributions
+    for gm in gms[1:] + [GigModel(path, device="cpu")]:
+        np.testing.assert_array_equal(gm.explain(x, n_steps=7).attributions, ref)
+
+
 def test_session_cache_in_a_folder_it_cannot_write_or_a_model_it_cannot_save(small_net, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("ONNX_GIG_CACHE_DIR", str(cache))
