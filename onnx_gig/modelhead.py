@@ -163,17 +163,22 @@ def _map(p: Path) -> Union[bytes, mmap.mmap]:
             return f.read()
 
 
-def _walk(data: Union[bytes, mmap.mmap], graph: bool) -> ModelHead:
-    """ModelProto's graph (7) and metadata_props (14), everything else skipped by length."""
+def _walk(data: Union[bytes, mmap.mmap], graph: bool) -> Optional[ModelHead]:
+    """ModelProto's graph (7) and metadata_props (14), everything else skipped by length; None where the
+    bytes end inside a field. Names and values come out as str and int, so no view of ``data`` outlives
+    the walk (the truncation is caught here, so no traceback keeps one either)."""
     head = ModelHead()
-    for n, x in _fields(memoryview(data)):
-        if n == 7 and isinstance(x, memoryview):
-            if graph:
-                _graph(x, head)
-            head.has_graph = True
-        elif n == 14 and isinstance(x, memoryview):
-            k, v = _entry(x)
-            head.metadata[k] = v
+    try:
+        for n, x in _fields(memoryview(data)):
+            if n == 7 and isinstance(x, memoryview):
+                if graph:
+                    _graph(x, head)
+                head.has_graph = True
+            elif n == 14 and isinstance(x, memoryview):
+                k, v = _entry(x)
+                head.metadata[k] = v
+    except _Truncated:
+        return None
     return head
 
 
@@ -192,16 +197,12 @@ def read_head(path: str | os.PathLike, graph: bool = True) -> ModelHead:
     except OSError as exc:
         raise ModelError(f"cannot read {p}: {exc.strerror or exc}") from None
     what = NOT_ONNX
-    head: Optional[ModelHead] = None
     try:
-        try:
-            head = _walk(data, graph)
-        except _Truncated:
-            pass  # the error is raised below, once no traceback holds a view of the map
+        head = _walk(data, graph)
     finally:
         if not isinstance(data, bytes):
             try:
-                data.close()  # names and values were copied out as str and int: no view outlives the walk
+                data.close()
             except BufferError:  # an interpreter that frees views late (PyPy): unmapped when they go
                 pass
     if head is None:

@@ -157,8 +157,7 @@ def test_session_cache_saves_once_loads_after_and_survives_damage(small_net, tmp
 
 def test_session_cache_with_sessions_made_side_by_side_in_one_process(small_net, tmp_path, monkeypatch):
     """Threads of one process that make the first sessions of a model at once (a threaded server): one whole
-    entry is left, no temporary file, and every session attributes alike. (Each thread now saves under its own
-    temporary name; the shared name of before did not break this test here, so it guards the outcome.)"""
+    entry is left, no temporary file, and every session attributes alike."""
     from concurrent.futures import ThreadPoolExecutor
 
     cache = tmp_path / "cache"
