@@ -19,7 +19,7 @@ from onnx import TensorProto
 from onnx import helper as h
 from onnx import numpy_helper
 
-from onnx_gig.autodiff import get_rule_set
+from onnx_gig.autodiff import get_rule_set, pooling
 from onnx_gig.autodiff.activations import DERIVATIVES
 from onnx_gig.autodiff.rulesets import PAPER_SET
 
@@ -134,8 +134,8 @@ def test_rule_sets():
     assert paper.overridden() == sorted(PAPER_SET)
     for op in list(DERIVATIVES) + ["GlobalMaxPool", "ReduceMax", "ReduceMin", "Max", "Min", "Mul", "TopK"]:
         assert every.lookup(op) is not plain.lookup(op), op
-    for op in PAPER_SET:  # the paper's three rules are shared, not re-implemented
-        assert every.lookup(op) is paper.lookup(op)
+    for op in PAPER_SET:  # the paper's rules are shared, not re-implemented; gnl-ig-all guides every ReduceMax
+        assert every.lookup(op) is (pooling.guided_reduce_max if op == "ReduceMax" else paper.lookup(op)), op
     for op in ("Conv", "Gemm", "BatchNormalization", "LRN", "Softmax", "AveragePool", "Add", "Exp", "Sqrt"):
         assert every.lookup(op) is plain.lookup(op), op
     assert every.ops() == plain.ops() == paper.ops()
@@ -273,6 +273,47 @@ def test_reduce_max_ties_share():
     np.testing.assert_allclose(got, [[0, 1, 1, 0]])
     got, _ = vjp(m, x, f32([-2.0]), ALL)
     np.testing.assert_allclose(got, [[0, 0, 0, 0]])
+
+
+def _argmax_route(x: np.ndarray, g: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """g routed to the max over ``axes`` (keepdims shapes; distinct values, so no ties)."""
+    return np.where(x == x.max(axis=axes, keepdims=True), g, 0.0)
+
+
+@pytest.mark.parametrize("spelling", ["GlobalMaxPool", "ReduceMax_nchw", "ReduceMax_nhwc", "ReduceMax_opset18"])
+def test_gnl_ig_guides_max_pooling_in_every_spelling(spelling):
+    """A global max-pool is guided by the paper's set however it was exported (torch amax: ReduceMax over H, W;
+    Keras/TF: GlobalMaxPool or ReduceMax over the NHWC spatial axes), as MaxPool over the whole map is."""
+    rng = rng_for("gmp-spelling", spelling)
+    x = f32(rng.permutation(np.prod(XS)).reshape(XS) * 0.01 - 0.5)
+    axes = (1, 2) if spelling.endswith("nhwc") else (2, 3)
+    if spelling == "GlobalMaxPool":
+        m = one("GlobalMaxPool")
+    elif spelling == "ReduceMax_opset18":
+        m = one("ReduceMax", 18, [X, "axes"], {"axes": np.array([-2, -1], np.int64)}, keepdims=1)
+    else:
+        m = one("ReduceMax", 17, keepdims=1, axes=list(axes))
+    g = mixed(rng, tuple(1 if i in axes else d for i, d in enumerate(XS)))
+    assert (g < 0).any() and (g > 0).any()
+    guided, _ = vjp(m, x, g, GUIDED)
+    np.testing.assert_allclose(guided, _argmax_route(x, np.maximum(g, 0), axes), rtol=1e-6, atol=1e-7)
+    plain, _ = vjp(m, x, g, PLAIN)
+    np.testing.assert_allclose(plain, _argmax_route(x, g, axes), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("axes,shape", [([3], XS), ([1], XS), ([1, 2, 3], XS), ([1], (2, 6))])
+def test_gnl_ig_leaves_other_max_reductions_plain(axes, shape):
+    """A ReduceMax that is not a spatial max-pool (over channels, one spatial axis, everything, or the last axis
+    of a 2-D tensor, as a numerically stable softmax writes it) keeps its true gradient in the paper's set;
+    gnl-ig-all guides it."""
+    rng = rng_for("rmax-plain", tuple(axes), shape)
+    x = f32(rng.permutation(np.prod(shape)).reshape(shape) * 0.01 - 0.5)
+    m = one("ReduceMax", 17, x_shape=shape, keepdims=1, axes=axes)
+    g = mixed(rng, tuple(1 if i in axes else d for i, d in enumerate(shape)))
+    plain, _ = vjp(m, x, g, PLAIN)
+    np.testing.assert_array_equal(vjp(m, x, g, GUIDED)[0], plain)
+    np.testing.assert_allclose(vjp(m, x, g, ALL)[0], _argmax_route(x, np.maximum(g, 0), tuple(axes)),
+                               rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("case", ["relu_as_max", "relu6_as_min_max", "two_tensors", "three_inputs"])

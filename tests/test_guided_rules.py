@@ -20,8 +20,8 @@ from onnx import helper as h
 from onnx_gig.autodiff import get_rule_set
 
 from torch_nets import GuidedReLU, GuidedReLU6, ScatterGuidedMaxPool
-from oracles import (X, assert_close, distinct, f32, forward, make_model, maxpool_argmax, maxpool_scatter, single_op,
-                     vjp)
+from oracles import (X, assert_close, distinct, f32, forward, make_model, maxpool_argmax, maxpool_scatter, session,
+                     single_op, vjp)
 
 GUIDED, AUTHORS, PLAIN = "gnl-ig", "gnl-ig-authors", "ig"
 
@@ -46,14 +46,15 @@ def exact_close(got, want, what=""):
 # -- the rule sets share everything they do not override ---------------------------------------
 def test_rule_sets_share_non_overridden_rules():
     plain, guided, authors = get_rule_set(PLAIN), get_rule_set(GUIDED), get_rule_set(AUTHORS)
-    assert guided.overridden() == ["Clip", "MaxPool", "Relu"]
+    paper = ["Clip", "GlobalMaxPool", "MaxPool", "ReduceMax", "Relu"]  # ReLU, ReLU6 and max-pooling's spellings
+    assert guided.overridden() == paper
     assert authors.overridden() == ["MaxPool"]
     assert guided.ops() == plain.ops() == authors.ops()
     for op in plain.ops():
-        if op not in ("Relu", "Clip", "MaxPool"):
+        if op not in paper:
             assert guided.lookup(op) is plain.lookup(op), op
             assert authors.lookup(op) is plain.lookup(op), op
-    for op in ("Relu", "Clip", "MaxPool"):
+    for op in paper:
         assert guided.lookup(op) is not plain.lookup(op), op
     assert authors.lookup("Relu") is guided.lookup("Relu")
     assert authors.lookup("Clip") is guided.lookup("Clip")
@@ -238,3 +239,44 @@ def test_chain_against_torch(pool):
         assert not np.allclose(results[GUIDED], results[AUTHORS], rtol=1e-3, atol=1e-4)
     else:
         assert_close(results[AUTHORS], results[GUIDED], rtol=1e-6, atol_rel=1e-6)
+
+
+# -- one function, one attribution: a global max-pool in each spelling, end to end --------------------------------
+@pytest.mark.parametrize("method", [GUIDED, AUTHORS])
+def test_global_max_pool_spellings_agree_end_to_end(tmp_path, method):
+    """Conv -> global max-pool -> Gemm written as MaxPool over the whole map, GlobalMaxPool and ReduceMax (torch's
+    amax) compute one function; converted, their GNL-IG attributions agree, and differ from IG (the head's
+    weights have both signs, so the guided rule blocks some pooled gradients)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    import onnx_gig
+    from onnx_gig.quadrature import schedule
+
+    rng = rng_for("gmp-e2e")
+    w1, wf = f32(rng.standard_normal((8, 3, 3, 3)) * 0.5), f32(rng.standard_normal((5, 8)))
+    x = f32(rng.standard_normal((2, 3, 16, 16)))
+    pools = {"MaxPool": h.make_node("MaxPool", ["c"], ["p"], kernel_shape=[16, 16]),
+             "GlobalMaxPool": h.make_node("GlobalMaxPool", ["c"], ["p"]),
+             "ReduceMax": h.make_node("ReduceMax", ["c"], ["p"], axes=[2, 3], keepdims=1)}
+    alphas, weights = schedule(20)
+    got = {}
+    for name, pool in pools.items():
+        nodes = [h.make_node("Conv", ["x", "w1"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]), pool,
+                 h.make_node("Flatten", ["p"], ["f"]), h.make_node("Gemm", ["f", "wf"], ["logits"], transB=1)]
+        graph = h.make_graph(nodes, name, [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                             [h.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5])],
+                             initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(wf, "wf")])
+        model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+        model.ir_version = 7
+        onnx.save(model, tmp_path / f"{name}.onnx")
+        for m in (method, PLAIN):
+            out = tmp_path / f"{name}_{m}.onnx"
+            onnx_gig.convert(tmp_path / f"{name}.onnx", out, method=m)
+            feeds = {"x": x, "alphas": alphas, "step_weights": weights, "target": np.array([0, 3], np.int64)}
+            got[name, m] = session(onnx.load(out)).run(["attributions"], feeds)[0]
+    ref = got["MaxPool", method]
+    for name in ("GlobalMaxPool", "ReduceMax"):
+        assert_close(got[name, method], ref, rtol=1e-5, atol_rel=1e-6, what=f"{name} vs MaxPool")
+        np.testing.assert_allclose(got[name, PLAIN], got["MaxPool", PLAIN], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ref, got["MaxPool", PLAIN], rtol=1e-3, atol=1e-4 * np.abs(ref).max())

@@ -165,6 +165,22 @@ def guided_reduce_max(ctx: GradContext):
     return _reduce_max(ctx, ctx.e.relu(ctx.GO(0)))
 
 
+def is_spatial_pooling(ctx: GradContext) -> bool:
+    """Whether this ReduceMax is a global max-pool: over every spatial axis of an image-like (rank >= 4) tensor,
+    channels first (axes 2..r-1, torch's ``x.amax((2, 3))``) or last (axes 1..r-2, NHWC graphs)."""
+    shape = ctx.shape(ctx.I(0))
+    rank = len(shape) if shape is not None else 0
+    if rank < 4:
+        return False
+    axes = reduce_axes(ctx, rank)
+    return axes in (list(range(2, rank)), list(range(1, rank - 1)))
+
+
+def guided_max_pooling(ctx: GradContext):
+    """The paper's max-pool rule for a max-pool written as ReduceMax; any other ReduceMax keeps its true gradient."""
+    return guided_reduce_max(ctx) if is_spatial_pooling(ctx) else reduce_max(ctx)
+
+
 def guided_max_min(ctx: GradContext):
     return _max_min(ctx, ctx.e.relu(ctx.GO(0)))
 

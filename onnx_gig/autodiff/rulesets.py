@@ -4,7 +4,9 @@
 registers its own plain rules when imported here. The guided sets only override entries:
 
 * ``gnl-ig``          the paper: ReLU, ReLU6/Clip and max-pool pass only positive gradients
-                      (relu(g) * mask; relu(g) to each window's arg-max, the exact rule).
+                      (relu(g) * mask; relu(g) to each window's arg-max, the exact rule). Max-pooling in each
+                      spelling exporters write: MaxPool, GlobalMaxPool, and ReduceMax over the spatial axes
+                      (torch's ``amax``), so one function gets one attribution however it was exported.
 * ``gnl-ig-authors``  as ``gnl-ig`` but with the authors' max-pool: the ordinary gradient times
                       [g > 0] upsampled (nearest) to the input size.
 * ``gnl-ig-all``      as ``gnl-ig`` plus every other non-linear unit: relu(g) * relu(f'(x)) for each
@@ -21,13 +23,15 @@ from ..errors import GigError
 from . import activations, elementwise, indexing, linear, normalization, pooling, reductions, resize, shape  # noqa: F401
 from .registry import PLAIN, RULE_SETS, RuleSet
 
-PAPER_SET = ("Relu", "Clip", "MaxPool")  # what the paper guides; gnl-ig overrides exactly these
+PAPER_SET = ("Relu", "Clip", "MaxPool", "GlobalMaxPool", "ReduceMax")  # what gnl-ig overrides: the paper's units
 
 GUIDED = PLAIN.derive(
     "gnl-ig", "GNL-IG: guided ReLU, ReLU6/Clip and max-pool (positive gradients only; exact max-pool rule)", {
         "Relu": activations.guided_relu,
         "Clip": activations.guided_clip,
         "MaxPool": pooling.guided_maxpool,
+        "GlobalMaxPool": pooling.guided_global_max_pool,
+        "ReduceMax": pooling.guided_max_pooling,  # guided where it pools the spatial axes, else plain
     })
 
 GUIDED_AUTHORS = GUIDED.derive(
@@ -37,7 +41,7 @@ GUIDED_AUTHORS = GUIDED.derive(
 
 GUIDED_ALL = GUIDED.derive(
     "gnl-ig-all", "GNL-IG on every non-linear unit: relu(g) * relu(f'(x)) for each activation, "
-    "relu(g) to the arg-max of each max-type op (the paper's three rules included)", {
+    "relu(g) to the arg-max of each max-type op (the paper's rules included)", {
         **{op: activations.guided_rule for op in activations.DERIVATIVES},
         "Mul": activations.guided_mul,
         "GlobalMaxPool": pooling.guided_global_max_pool,
