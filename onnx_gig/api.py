@@ -18,7 +18,7 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only: explain runs without importing onnx
     import onnx
 
-from .contract import META_PREFIX, pixel_dtype
+from .contract import META_PREFIX, pixel_dtype, probabilities, softmax  # noqa: F401 - softmax: the API as before
 from .errors import GigError, InputError, ModelError
 from .fileio import atomic_path, check_output
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options, render_figure, save_png, saliency_map
@@ -225,12 +225,6 @@ class ExplainResult:
     npy: Optional[Path] = None
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
 def label_of(labels: Optional[Sequence[str]], k: int) -> str:
     return labels[k] if labels and 0 <= k < len(labels) else f"class {k}"
 
@@ -320,7 +314,7 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
                          "model overflows float32 on this input; nothing was written (check the input's "
                          "preprocessing, or try another --baseline)")
     labels = gm.labels
-    probs = softmax(ex.scores[0].astype(np.float64))
+    probs = probabilities(ex.scores[0], gm.probability)
     t = int(ex.target[0])
     result = ExplainResult(
         attributions=attr, saliency=saliency_map(attr, pp.layout, clip_percentile, sign), target=t,

@@ -126,7 +126,7 @@ class ImageResult:
     attributions: Optional[np.ndarray] = None  # raw, model layout, no batch dim, float32, never clipped
     target: Optional[int] = None
     label: Optional[str] = None
-    probability: Optional[float] = None  # softmax probability of the explained class
+    probability: Optional[float] = None  # probability of the explained class (softmax, or sigmoid for such a head)
     target_score: Optional[float] = None
     baseline_score: Optional[float] = None
     top: list[tuple[int, str, float]] = field(default_factory=list)
@@ -198,7 +198,8 @@ def load_items(gm: GigModel, items: list[tuple[int, str]], batch: Optional[int] 
 def attribute_items(gm: GigModel, loaded: list[tuple[ImageResult, np.ndarray]], options: ExplainOptions) -> None:
     """Fill the results of ``load_items`` in: one ``gm.explain`` call per image size (a model with dynamic
     height and width keeps each photo's aspect); non-finite attributions become an error."""
-    from .api import label_of, run_explain, softmax, top_classes
+    from .api import label_of, run_explain, top_classes
+    from .contract import probabilities
 
     pp = gm.preprocess
     labels = gm.labels
@@ -217,7 +218,7 @@ def attribute_items(gm: GigModel, loaded: list[tuple[ImageResult, np.ndarray]], 
                 r.error = "NaN or infinite values in the attributions or scores (the model overflows float32 on it)"
                 r.photo = None
                 continue
-            probs = softmax(ex.scores[k].astype(np.float64))
+            probs = probabilities(ex.scores[k], gm.probability)
             t = int(ex.target[k])
             r.attributions = attr.astype(np.float32, copy=False)
             r.target, r.label, r.probability = t, label_of(labels, t), float(probs[t])

@@ -199,8 +199,8 @@ class EvalWorker:
 
     def run(self, items: Sequence[tuple[int, str | os.PathLike]], bar=None) -> EvalPart:
         """Maps and deletion/insertion curves of ``items`` ((index, path) pairs); unreadable images are left out."""
-        from .api import softmax
         from .batch import error_line
+        from .contract import probabilities
 
         pp, bs = self.pp, self.batch_size
         xs, idx, errors = [], [], []
@@ -219,7 +219,7 @@ class EvalWorker:
         h, w = image_hw(x[0], pp.layout)
         scores = np.concatenate([self.forward(x[i:i + bs]) for i in range(0, len(x), bs)])
         targets = scores.argmax(1)
-        probs = softmax(scores.astype(np.float64))
+        probs = probabilities(scores, self.forward.probability)
         base = (np.stack([make_baseline(self.baseline, xi, None, pp) for xi in x])
                 if self.baseline != "zeros" else None)
         maps: dict[str, np.ndarray] = {}

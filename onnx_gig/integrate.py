@@ -336,6 +336,7 @@ def build_ig_model(fg: ForwardGraph, rules: RuleSet, metadata: Optional[dict[str
         META_PREFIX + "score": fg.score_name,
         META_PREFIX + "model_outputs": json.dumps(fg.output_names),
         META_PREFIX + "num_classes": str(fg.num_classes or ""),
+        META_PREFIX + "probability": fg.probability,
         META_PREFIX + "bytes_per_step": str(bytes_per_row or 3 * _activation_bytes_per_row(forward)),
         META_PREFIX + "row_blocks": str(blocks),
         **({META_PREFIX + "bytes_per_step_pixels": str(nominal_pixels)} if nominal_pixels else {}),

@@ -22,7 +22,7 @@ from .modelfile import first_line as _first_line
 
 TARGET_OPSET = 17
 BATCH = "N"
-_SCORE_PRODUCERS = ("Softmax", "LogSoftmax")
+_PROBABILITY_OPS = {"Softmax": "softmax", "LogSoftmax": "softmax", "Sigmoid": "sigmoid"}
 
 
 @dataclass
@@ -37,6 +37,7 @@ class ForwardGraph:
     num_classes: Optional[int]
     metadata: dict[str, str] = field(default_factory=dict)
     pixel_input: Optional[dict] = None  # {"name", "dtype"} of the integer input the explained floats are cast from
+    probability: str = "softmax"  # how the explained scores become probabilities: softmax or sigmoid (contract.py)
 
     @property
     def dynamic_dims(self) -> list[int]:
@@ -199,19 +200,61 @@ def _free_batch_in_reshapes(graph: gs.Graph, input_name: str, batch: int) -> Non
 _RESHAPES = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
 
-def _scores_before_softmax(graph: onnx.GraphProto, output: str) -> str:
-    """The tensor to explain: the input of a final Softmax/LogSoftmax, looking through reshapes around it
-    (opset < 13 Softmax on a 4-D tensor converts to Flatten -> Softmax -> Reshape); else the output itself."""
+def explained_scores(graph: onnx.GraphProto, output: str) -> tuple[str, str]:
+    """(tensor to explain, how its scores become probabilities) for a classifier whose scores are ``output``.
+
+    A head that turns logits into probabilities is looked through to the logits, as Captum users explain
+    them: a final Softmax/LogSoftmax ('softmax') or Sigmoid (a multi-label or binary head: 'sigmoid'), past
+    reshapes (opset < 13 Softmax on a 4-D tensor converts to Flatten -> Softmax -> Reshape), a positive
+    constant scale (percentages: 100 * Softmax) and the Log of Log(Softmax). Any other output is explained
+    as it is and taken for logits ('softmax').
+    """
     producer = {o: n for n in graph.node for o in n.output}
+    consts = _scalar_constants(graph)
     name = output
     while name in producer and producer[name].op_type == "Identity":
         name = producer[name].input[0]
     probe = name
-    while probe in producer and producer[probe].op_type in _RESHAPES:
-        probe = producer[probe].input[0]
-    if probe in producer and producer[probe].op_type in _SCORE_PRODUCERS:
-        return producer[probe].input[0]
-    return name
+    while probe in producer:
+        node = producer[probe]
+        if node.op_type in _RESHAPES:
+            probe = node.input[0]
+        elif node.op_type in ("Mul", "Div") and _positive_scale(node, consts) is not None:
+            probe = node.input[_positive_scale(node, consts)]
+        elif node.op_type == "Log" and node.input[0] in producer and producer[node.input[0]].op_type == "Softmax":
+            probe = node.input[0]
+        else:
+            break
+    if probe in producer and producer[probe].op_type in _PROBABILITY_OPS:
+        return producer[probe].input[0], _PROBABILITY_OPS[producer[probe].op_type]
+    return name, "softmax"
+
+
+def _scalar_constants(graph: onnx.GraphProto) -> dict[str, float]:
+    """Single-element constants of ``graph`` (initializers and Constant nodes) by tensor name."""
+    from onnx import numpy_helper
+
+    out = {}
+    for t in graph.initializer:
+        if int(np.prod(t.dims)) == 1:
+            out[t.name] = float(numpy_helper.to_array(t).reshape(-1)[0])
+    for n in graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value" and int(np.prod(a.t.dims)) == 1:
+                    out[n.output[0]] = float(numpy_helper.to_array(a.t).reshape(-1)[0])
+    return out
+
+
+def _positive_scale(node: onnx.NodeProto, consts: dict[str, float]) -> Optional[int]:
+    """For Mul/Div by a positive constant scalar: the index of the other (data) input; else None."""
+    if len(node.input) != 2:
+        return None
+    for k in ((0, 1) if node.op_type == "Mul" else (1,)):
+        c = consts.get(node.input[k])
+        if c is not None and np.isfinite(c) and c > 0 and node.input[1 - k] not in consts:
+            return 1 - k
+    return None
 
 
 _POOLS = ("MaxPool", "AveragePool")
@@ -420,7 +463,7 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None, output_n
     model = infer_shapes(model)
 
     graph = model.graph
-    score = _scores_before_softmax(graph, y_info.name)
+    score, probability = explained_scores(graph, y_info.name)
     shapes = {vi.name: _dims(vi) for vi in list(graph.value_info) + list(graph.output) + list(graph.input)}
     score_dims = shapes.get(score, [])
     classes = score_dims[1:]
@@ -428,4 +471,4 @@ def normalise(model: onnx.ModelProto, input_name: Optional[str] = None, output_n
     del model.metadata_props[:]
     return ForwardGraph(model=model, input_name=x_info.name, score_name=score, output_names=output_names,
                         input_shape=shapes.get(x_info.name, in_dims), num_classes=num_classes, metadata=metadata,
-                        pixel_input=pixel_input)
+                        pixel_input=pixel_input, probability=probability)

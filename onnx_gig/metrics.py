@@ -2,8 +2,9 @@
 
 A map orders the pixels, most salient first. Deletion moves them one step at a time from the
 image to zeros in model-input space (all channels at once); insertion moves them from a blurred
-copy (11x11 Gaussian, sigma 5) back to the image. The score after each step is the softmax
-probability of the class predicted on the clean image; the area under the curve (trapezoid
+copy (11x11 Gaussian, sigma 5) back to the image. The score after each step is the
+probability of the class predicted on the clean image (softmax of the scores; sigmoid for a converted
+model whose head is one); the area under the curve (trapezoid
 rule, x = fraction of pixels moved, in [0, 1]) is the metric: lower is better for deletion,
 higher for insertion.
 
@@ -22,7 +23,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import onnx
 
-from .api import softmax as _softmax
+from .contract import probabilities
 from .errors import InputError, ModelError
 from .imageio import gaussian_blur
 
@@ -49,7 +50,7 @@ class OnnxForward:
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, output: Optional[str] = None,
                  device: str = "auto", threads: Optional[int] = None) -> None:
-        from .contract import META_PREFIX
+        from .contract import META_PREFIX, probability_kind
         from .runtime import make_session
 
         proto = model if isinstance(model, onnx.ModelProto) else read_onnx(model)
@@ -65,6 +66,7 @@ class OnnxForward:
             self.input_name = inputs[0]
             self.output_name = output or proto.graph.output[0].name
         self.metadata = meta
+        self.probability = probability_kind(meta)  # softmax, or sigmoid for a converted sigmoid head
         pruned = forward_only(proto, self.input_name, self.output_name)
         self.session = make_session(pruned.SerializeToString(), device, threads)
         self.calls = 0  # forward passes run so far (the tests count them)
@@ -185,7 +187,7 @@ def perturbation_curve(forward: Forward, start: np.ndarray, end: np.ndarray, sal
         if start.ndim == 3:
             moved = moved[:, None] if layout.upper() == "NCHW" else moved[..., None]
         scores = np.asarray(forward(np.where(moved, end[None], start[None])), dtype=np.float64)
-        probs.append(_softmax(scores) if softmax else scores)
+        probs.append(probabilities(scores, getattr(forward, "probability", "softmax")) if softmax else scores)
     p = np.concatenate(probs, 0)
     if target is None:
         target = int(np.argmax(p[0 if clean == "start" else -1]))

@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import InputError, ModelError
-from .contract import META_PREFIX, OUTPUTS, pixel_dtype
+from .contract import META_PREFIX, OUTPUTS, pixel_dtype, probability_kind
 from .modelhead import read_head
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
 
@@ -225,6 +225,7 @@ class GigModel:
         self.method = self.metadata[META_PREFIX + "method"]
         self.input_name = self.metadata[META_PREFIX + "input"]
         self.model_outputs: list[str] = json.loads(self.metadata.get(META_PREFIX + "model_outputs", "[]"))
+        self.probability = probability_kind(self.metadata)  # how scores become probabilities (softmax, sigmoid)
         nc = self.metadata.get(META_PREFIX + "num_classes", "")
         self.num_classes: Optional[int] = int(nc) if nc else None
         self.bytes_per_step = max(1, int(self.metadata.get(META_PREFIX + "bytes_per_step", "0") or 0))

@@ -30,7 +30,7 @@ import pytest
 import torch
 
 import onnx_gig
-from onnx_gig.loader import _scores_before_softmax
+from onnx_gig.loader import explained_scores
 
 import modern_nets as mn
 import zoo_models as zm
@@ -80,7 +80,7 @@ def light_case(name: str) -> Case:
     m = zm.seeded_light(name)
     path = WORK / f"{name}.onnx"
     onnx.save(m, str(path))
-    net = TorchNet(m, _scores_before_softmax(m.graph, m.graph.output[0].name))
+    net = TorchNet(m, explained_scores(m.graph, m.graph.output[0].name)[0])
     return Case(path, (1, 3, 224, 224), {"ig": _interpreter_reference(net, False),
                                          "gnl-ig": _interpreter_reference(net, True)}, light=True)
 
@@ -130,7 +130,7 @@ def opset_case(opset: int) -> Case:
     m = zm.at_opset(zm.opset7_model(), opset)
     path = WORK / f"small_opset{opset}.onnx"
     onnx.save(m, str(path))
-    net = TorchNet(m, _scores_before_softmax(m.graph, m.graph.output[0].name))
+    net = TorchNet(m, explained_scores(m.graph, m.graph.output[0].name)[0])
     return Case(path, (1, 3, 16, 16), {"ig": _interpreter_reference(net, False),
                                        "gnl-ig": _interpreter_reference(net, True)})
 
@@ -177,7 +177,7 @@ class OriginalScore:
         m = onnx.load(str(path))
         inits = {t.name for t in m.graph.initializer}
         self.input = next(i.name for i in m.graph.input if i.name not in inits)
-        self.score = _scores_before_softmax(m.graph, m.graph.output[0].name)
+        self.score = explained_scores(m.graph, m.graph.output[0].name)[0]
         if self.score not in {o.name for o in m.graph.output}:
             m.graph.output.append(onnx.helper.make_tensor_value_info(self.score, onnx.TensorProto.FLOAT, None))
         self.sess, self.target = session(m), target

@@ -88,10 +88,10 @@ def seeded_light(name: str, seed: int = 0) -> onnx.ModelProto:
     if any(n.op_type == "BatchNormalization" for n in g.node):
         from onnx_torch import calibrate_batchnorm
 
-        from onnx_gig.loader import _scores_before_softmax
+        from onnx_gig.loader import explained_scores
 
         x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)  # the Reshapes fix batch 1
-        calibrate_batchnorm(m, _scores_before_softmax(g, g.output[0].name), x)
+        calibrate_batchnorm(m, explained_scores(g, g.output[0].name)[0], x)
     return m
 
 

@@ -27,7 +27,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..api import figure_title, label_of, softmax, top_classes
+from ..api import figure_title, label_of, top_classes
+from ..contract import probabilities
 from ..errors import GigError, InputError
 from ..heatmap import CMAPS, png_bytes, render_figure, saliency_map
 from ..imageio import BASELINE_KINDS, load_input, make_baseline
@@ -209,7 +210,7 @@ class GigService:
                                 np.zeros(1, np.float32), np.asarray([-1], np.int64))
         preds = []
         for i, (_, _, _, key) in enumerate(instances):
-            ranked = top_json(softmax(out["scores"][i].astype(np.float64)), self.labels, top)
+            ranked = top_json(probabilities(out["scores"][i], self.gm.probability), self.labels, top)
             p = {"class": ranked[0]["class"], "label": ranked[0]["label"], "top": ranked}
             if key is not None:
                 p["key"] = key
@@ -248,7 +249,7 @@ class GigService:
         for i, (_, photo, _, key) in enumerate(instances):
             attr = out["attributions"][i]
             t = int(out["target_class"][i])
-            probs = softmax(out["scores"][i].astype(np.float64))
+            probs = probabilities(out["scores"][i], self.gm.probability)
             r: dict[str, Any] = {
                 "target": t, "label": label_of(self.labels, t), "probability": float(probs[t]),
                 "target_score": float(out["target_score"][i]), "baseline_score": float(out["baseline_score"][i]),

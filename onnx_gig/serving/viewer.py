@@ -22,7 +22,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from ..api import figure_title, label_of, softmax
+from ..api import figure_title, label_of
+from ..contract import probabilities
 from ..errors import GigError, InputError
 from ..heatmap import (CMAPS, DEFAULT_ALPHA, DEFAULT_CLIP, SIGNS, default_cmap, png_bytes, render_figure,
                        saliency_map)
@@ -166,7 +167,7 @@ class Viewer:
         if not np.isfinite(attr).all():
             raise GigError("the model produced NaN or infinite attributions for this photo")
         notes = [re.sub(r"\S+\.img\b", "the photo", " ".join(str(w.message).split())) for w in caught]
-        return _Run(attr, photo, int(out["target_class"][0]), softmax(out["scores"][0].astype(np.float64)),
+        return _Run(attr, photo, int(out["target_class"][0]), probabilities(out["scores"][0], service.gm.probability),
                     float(out["target_score"][0]), float(out["baseline_score"][0]), time.perf_counter() - t0,
                     [n for n in notes if n])
 
