@@ -23,21 +23,46 @@ from .imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
 MAX_BATCH_IMAGES = 64  # images in flight at most by default: the progress bar moves, results stream out
 _GLOB_CHARS = "*?["
 
 
-def _wanted(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+def _wanted(name: str) -> bool:
+    """An image or .npy file name a folder walk takes: by suffix, hidden names skipped."""
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not name.startswith(".")
 
 
-def _folder_files(folder: Path) -> list[Path]:
-    """Image and .npy files under ``folder`` at any depth, hidden ones skipped, sorted by relative path."""
+def _realpath(p: str | os.PathLike) -> str:
+    return os.path.normcase(os.path.realpath(p))
+
+
+def _folder_files(folder: Path, exclude: frozenset[str] = frozenset(),
+                  unreadable: Optional[list[tuple[str, str]]] = None) -> list[Path]:
+    """Image and .npy files under ``folder`` at any depth, sorted by relative path.
+
+    Hidden files and folders are skipped, and so is any folder or file in ``exclude`` (real paths: a run's
+    own output folder and files) below ``folder``. Symlinked folders are followed, each real folder once (a
+    link loop ends there). Files are taken by name, not opened or stat'ed here: one that cannot be read is
+    named when it is read. A folder that cannot be listed is added to ``unreadable`` as (path, reason).
+    """
     found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(root) / f for f in files if _wanted(Path(root) / f)]
+    seen = {_realpath(folder)}
+
+    def onerror(exc: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((str(exc.filename or folder), f"cannot read this folder: {exc.strerror or exc}"))
+
+    for root, dirs, files in os.walk(folder, onerror=onerror, followlinks=True):
+        keep = []
+        for d in sorted(dirs):
+            real = _realpath(os.path.join(root, d))
+            if not d.startswith(".") and real not in seen and real not in exclude:
+                seen.add(real)
+                keep.append(d)
+        dirs[:] = keep
+        found += [Path(root) / f for f in files
+                  if _wanted(f) and _realpath(os.path.join(root, f)) not in exclude]
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -48,19 +73,26 @@ class Inputs(NamedTuple):
     missing: list[tuple[str, str]]
 
 
-def collect_inputs(paths: Sequence[str | os.PathLike]) -> Inputs:
+def collect_inputs(paths: str | os.PathLike | Sequence[str | os.PathLike],
+                   exclude: Sequence[str | os.PathLike] = ()) -> Inputs:
     """Expand files, folders (recursive; image files and .npy only) and globs, in argument order.
 
     Returns the files (each once, first occurrence kept) and ``(argument, reason)`` for every argument
-    that matched nothing. A file named explicitly is kept whatever its suffix (reading it may then fail).
-    An ``Inputs`` can be passed on to ``explain_many`` as is, so the indices the caller saw stay the same.
+    that matched nothing, and for every folder inside one that could not be read. A file named explicitly
+    is kept whatever its suffix (reading it may then fail). Folders and globs skip whatever ``exclude``
+    names (a run's output folder and the files it wrote, so a re-run does not explain its own figures).
+    One path may be given as a plain string or path. An ``Inputs`` can be passed on to ``explain_many``
+    as is, so the indices the caller saw stay the same.
     """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    skip = frozenset(_realpath(e) for e in exclude)
     files: list[Path] = []
     missing: list[tuple[str, str]] = []
     seen: set[str] = set()
 
     def add(p: Path) -> None:
-        key = os.path.realpath(p)
+        key = _realpath(p)
         if key not in seen:
             seen.add(key)
             files.append(p)
@@ -68,16 +100,17 @@ def collect_inputs(paths: Sequence[str | os.PathLike]) -> Inputs:
     for arg in paths:
         p, text = Path(arg), os.fspath(arg)
         if p.is_dir():
-            found = _folder_files(p)
-            if not found:
+            unreadable: list[tuple[str, str]] = []
+            found = _folder_files(p, skip, unreadable)
+            if not found and not unreadable:
                 missing.append((text, "no image or .npy files in this folder"))
+            missing += unreadable
             for f in found:
                 add(f)
         elif p.is_file():
             add(p)
         elif any(c in text for c in _GLOB_CHARS):
-            hits = [Path(h) for h in sorted(glob.glob(text, recursive=True))]
-            found = [f for h in hits for f in (_folder_files(h) if h.is_dir() else [h] if _wanted(h) else [])]
+            found = _glob_files(text, skip)
             if not found:
                 missing.append((text, "matches no image or .npy files"))
             for f in found:
@@ -85,6 +118,21 @@ def collect_inputs(paths: Sequence[str | os.PathLike]) -> Inputs:
         else:
             missing.append((text, "no such file or folder"))
     return Inputs(files, missing)
+
+
+def _glob_files(pattern: str, skip: frozenset[str]) -> list[Path]:
+    """The image and .npy files a glob names (hidden ones too, if the pattern asks for them) and those in the
+    folders it names; a file reached by several paths (a `**` through a symlink loop) by its shortest one."""
+    shortest: dict[str, Path] = {}
+    for hit in sorted(glob.glob(pattern, recursive=True)):
+        h = Path(hit)
+        for f in (_folder_files(h, skip) if h.is_dir() else [h]):
+            real = _realpath(f)
+            if f.suffix.lower() not in IMAGE_SUFFIXES or real in skip:
+                continue
+            if real not in shortest or len(f.parts) < len(shortest[real].parts):
+                shortest[real] = f
+    return sorted(shortest.values(), key=lambda f: os.fspath(f))
 
 
 @dataclass

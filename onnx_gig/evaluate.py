@@ -29,7 +29,7 @@ from .runtime import GigModel, parse_memory
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Files, folders (searched recursively) and globs as ``batch.collect_inputs``; any unmatched one is an error."""
-    out, missing = collect_inputs(list(paths))
+    out, missing = collect_inputs(paths if isinstance(paths, (str, os.PathLike)) else list(paths))
     if missing:
         raise InputError(f"{missing[0][0]}: {missing[0][1]}")
     if not out:
@@ -283,7 +283,8 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
 
     names = parse_methods(methods)
     parse_memory(max_memory)  # a bad size is one line here, not one per image from every worker
-    paths, missing = collect_inputs(list(images))
+    own = [out_dir, Path(out_dir) / "curves.png"] if out_dir is not None else []  # never its own outputs
+    paths, missing = collect_inputs(images if isinstance(images, (str, os.PathLike)) else list(images), exclude=own)
     if not paths:
         raise InputError("no images to evaluate" + "".join(f"; {n}: {why}" for n, why in missing))
     src = Path(model)

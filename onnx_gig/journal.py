@@ -180,4 +180,23 @@ def is_done(entry: dict, out_dir: Path) -> bool:
     return all((out_dir / f).is_file() for f in files if f)
 
 
-__all__ = ["RECORD", "RunRecord", "file_digest", "fingerprint", "input_key", "is_done", "settings_changed"]
+def recorded_outputs(out_dir: str | os.PathLike) -> list[Path]:
+    """The figures and .npy files an earlier run's record says it wrote into ``out_dir`` (none without a record;
+    damaged lines are passed over): a folder run given its own output folder does not take them as inputs."""
+    d = Path(out_dir)
+    try:
+        lines = (d / RECORD).read_text(encoding="utf-8").splitlines()[1:]
+    except (OSError, UnicodeDecodeError):
+        return []
+    out = []
+    for line in lines:
+        try:
+            row = json.loads(line).get("row") or {}
+        except (ValueError, AttributeError):
+            continue
+        out += [d / row[k] for k in ("figure", "npy") if isinstance(row.get(k), str) and row[k]]
+    return out
+
+
+__all__ = ["RECORD", "RunRecord", "file_digest", "fingerprint", "input_key", "is_done", "recorded_outputs",
+           "settings_changed"]

@@ -89,6 +89,11 @@ class ResultWriter:
         for i, p in enumerate(inputs or ()):
             if i not in self._done:
                 self._check_free(self._name(i, str(p)))
+        # images of the earlier run that this one was not given stay in the tables (after this run's inputs):
+        # the tables describe every image explained into the folder, as the record does
+        given = {input_key(p) for p in (inputs or ())}
+        self._carried = [entry["row"] for key, entry in earlier.items()
+                         if inputs is not None and key not in given and is_done(entry, self.dir)]
 
     def _earlier_run(self, resume: bool) -> dict[str, dict]:
         """The record's entries when resuming (their stems reserved), after refusing a record in the way."""
@@ -199,8 +204,8 @@ class ResultWriter:
         return len(self._rows) - len(self.failures)
 
     def rows(self) -> list[dict]:
-        """The table rows ordered by input index."""
-        return [self._rows[i] for i in sorted(self._rows)]
+        """The table rows ordered by input index, then those of a resumed run's images not given this time."""
+        return [self._rows[i] for i in sorted(self._rows)] + self._carried
 
     def close(self) -> list[Path]:
         """Write results.csv and results.jsonl (each complete or absent); return their paths.

@@ -28,7 +28,8 @@ DESCRIPTION = (
 def configure(e: argparse.ArgumentParser) -> None:
     e.add_argument("model", help="a model written by 'onnx-gig convert'")
     e.add_argument("inputs", nargs="+", metavar="PATH",
-                   help="PNG/JPEG of any size and mode, a .npy holding one preprocessed tensor, a folder, or a glob")
+                   help="PNG/JPEG of any size and mode, a .npy holding one preprocessed tensor, a folder (searched "
+                        "recursively; hidden files skipped, and the --out-dir), or a glob")
     add_attribution_options(e)
     e.add_argument("--out", help="one image: the figure to write (default: IMAGE_gig.png in the current folder)")
     e.add_argument("--save-npy", help="one image: also write the raw attributions (float32, model layout, "
@@ -111,21 +112,22 @@ def run_many(a: argparse.Namespace) -> int:
     """Explain every input into DIR, name each failure on one stderr line, exit SOME_FAILED if any failed."""
     from ..batch import collect_inputs
     from ..errors import InputError
+    from ..journal import recorded_outputs
     from ..writer import ResultWriter
 
     if a.out is not None or a.save_npy is not None:
         raise InputError("--out and --save-npy name one image's outputs; with several inputs use --out-dir DIR "
                          "(and --npy for the raw attributions)")
-    inputs = collect_inputs(a.inputs)
+    out_dir = a.out_dir or "."
+    inputs = collect_inputs(a.inputs, exclude=[out_dir, *recorded_outputs(out_dir)])  # never its own outputs
     files, missing = inputs
     if not files:
         raise InputError("no images found: " + "; ".join(f"{n}: {why}" for n, why in missing))
     options = options_of(a)
     options.check()
-    out_dir = a.out_dir or "."
     protect = [a.model] + ([a.baseline] if os.path.isfile(a.baseline) else [])
     if a.ray is not None:
-        return run_ray(a, options, out_dir, protect)
+        return run_ray(a, inputs, options, out_dir, protect)
     with ResultWriter(out_dir, npy=a.npy, overwrite=a.force, options=options,
                       inputs=[str(f) for f in files] + [n for n, _ in missing], protect=protect, model=a.model,
                       resume=a.resume) as w:
@@ -158,11 +160,11 @@ def report_failure(r) -> None:
         tqdm.write(f"onnx-gig: error: {r.path}: {r.error}", file=sys.stderr)
 
 
-def run_ray(a: argparse.Namespace, options, out_dir: str, protect: list) -> int:
-    """--ray: the same folder mode on Ray actors (onnx_gig.distributed.explain_ray)."""
+def run_ray(a: argparse.Namespace, inputs, options, out_dir: str, protect: list) -> int:
+    """--ray: the same folder mode on Ray actors (onnx_gig.distributed.explain_ray), over the same listing."""
     from ..distributed import explain_ray
 
-    s = explain_ray(a.model, a.inputs, options, out_dir, address=a.ray, actors=a.actors, device=a.device,
+    s = explain_ray(a.model, inputs, options, out_dir, address=a.ray, actors=a.actors, device=a.device,
                     max_memory=a.max_memory, threads=a.threads, npy=a.npy, overwrite=a.force, resume=a.resume,
                     progress=sys.stderr.isatty(), protect=protect, report=report_failure)
     if not s.actors:  # --resume found nothing left to run: no Ray was started
