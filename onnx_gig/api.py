@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -243,7 +244,16 @@ def run_explain(gm: GigModel, x: np.ndarray, b: np.ndarray, target: Optional[int
         raise
     except _ort_errors() as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"onnxruntime failed while running {gm.path}: {first}") from exc
+        first = _ORIGINAL_NODE.sub("", first)  # the path copy's node is the classifier's own node
+        hint = ""
+        if any(not isinstance(d, int) for d in list(gm.input_shape)[1:]):
+            hint = (f" (the input was {'x'.join(map(str, x.shape[-3:]))}; a model with dynamic sizes that needs "
+                    "particular ones, such as a multiple of its stride, can be pinned to one with "
+                    "'onnx-gig convert --input-shape')")
+        raise ModelError(f"onnxruntime failed while running {gm.path}: {first}{hint}") from exc
+
+
+_ORIGINAL_NODE = re.compile(r"gig/(?:b\d+/gig/)?(?:path|baseline)/")
 
 
 def check_threads(threads: object) -> None:

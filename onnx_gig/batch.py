@@ -17,7 +17,7 @@ from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from .errors import GigError, InputError
+from .errors import GigError, InputError, ModelError
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
 from .imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
@@ -254,10 +254,18 @@ def attribute_items(gm: GigModel, loaded: list[tuple[ImageResult, np.ndarray]], 
     by_size: dict[tuple, list[tuple[ImageResult, np.ndarray]]] = {}
     for r, x in loaded:
         by_size.setdefault(x.shape, []).append((r, x))
+    dynamic = any(not isinstance(d, int) for d in list(gm.input_shape)[1:])
     for group in by_size.values():
         xs, photos = [x for _, x in group], [r.photo for r, _ in group]
-        ex = run_explain(gm, np.stack(xs), baselines(options.baseline, xs, photos, pp),
-                         options.target, options.steps, options.rule)
+        try:
+            ex = run_explain(gm, np.stack(xs), baselines(options.baseline, xs, photos, pp),
+                             options.target, options.steps, options.rule)
+        except ModelError as exc:
+            if not dynamic:  # every image runs at one size: the model's failure is the run's
+                raise
+            for r, _ in group:  # a model with dynamic sizes may reject some sizes only: those images fail
+                r.error, r.photo = str(exc), None
+            continue
         deltas = ex.convergence_delta
         for k, (r, _) in enumerate(group):
             attr = ex.attributions[k]

@@ -75,6 +75,12 @@ def parse_memory(text: str | int | None) -> Optional[int]:
         raise InputError(f"cannot read memory size '{text}'; use e.g. 2G or 512M") from None
 
 
+# a run that fails raises, and the caller words the error in one line: onnxruntime's own error log of it would
+# print a second, multi-line, coloured copy first
+QUIET_RUN = ort.RunOptions()
+QUIET_RUN.log_severity_level = 4
+
+
 def cuda_usable() -> bool:
     """Whether trying the CUDA provider makes sense (built in, and an NVIDIA driver is present)."""
     if CUDA not in ort.get_available_providers():
@@ -407,7 +413,7 @@ class GigModel:
             feed = {**self._feed(x, b, t, i, j), "alphas": alphas[s:e], "step_weights": weights[s:e]}
             first = s == 0
             names = self._output_names if first else ["attributions"]
-            res = dict(zip(names, self.session.run(names, feed)))
+            res = dict(zip(names, self.session.run(names, feed, QUIET_RUN)))
             attr[i:j] += res["attributions"]
             if first:
                 for k, v in res.items():
@@ -450,7 +456,7 @@ class GigModel:
                 for name in others:
                     io.bind_output(name, "cpu")
                 io.synchronize_inputs()
-                self.session.run_with_iobinding(io)
+                self.session.run_with_iobinding(io, QUIET_RUN)
                 io.synchronize_outputs()
                 if others:
                     for name, v in zip(others, io.get_outputs()[1:]):

@@ -356,3 +356,38 @@ def test_folder_run_with_a_uint8_model_takes_pixels(pixel_model, tmp_path):
     for r in res:
         ref = captum_pixels(net, pixels[None].astype(np.float64), [r.target], 8)[0]
         assert rel_err(r.attributions, ref) < 1e-5, r.path
+
+
+# -- a model that accepts only some sizes ----------------------------------------------------------------------
+class StrideBound(torch.nn.Module):
+    """Features at 1/4 plus 2x-upsampled features at 1/8 (an FPN merge): only sizes divisible by 8 add up."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2, self.c3 = (torch.nn.Conv2d(3, 4, 3, 2, 1), torch.nn.Conv2d(4, 8, 3, 2, 1),
+                                     torch.nn.Conv2d(8, 8, 3, 2, 1))
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, x):
+        f2 = torch.relu(self.c2(torch.relu(self.c1(x))))
+        merged = f2 + torch.nn.functional.interpolate(torch.relu(self.c3(f2)), scale_factor=2.0, mode="nearest")
+        return self.fc(torch.relu(merged).mean((2, 3)))
+
+
+def test_a_size_the_model_rejects_is_one_line_naming_its_node_and_the_way_out(tmp_path):
+    src = tmp_path / "fpn.onnx"
+    src.write_bytes(export_dynamic(StrideBound().eval(), torch.zeros(1, 3, 64, 64), {0: "n", 2: "h", 3: "w"}))
+    gig = convert(src, tmp_path / "fpn_gig.onnx").path
+    good, bad = tmp_path / "good.npy", tmp_path / "bad.npy"
+    np.save(good, f32(np.random.default_rng(0).standard_normal((3, 64, 64))))
+    np.save(bad, f32(np.random.default_rng(1).standard_normal((3, 64, 66))))  # 66 -> 33 -> 17 -> 9; 9 * 2 != 17
+    one = run_cli("explain", gig, bad, "--out", tmp_path / "bad.png")
+    assert one.returncode == 2 and len(one.stderr.strip().splitlines()) == 1, one.stderr  # no runtime log before
+    assert "Name:'/Add'" in one.stderr and "the input was 3x64x66" in one.stderr and "--input-shape" in one.stderr
+    # in a folder run the rejected size fails alone; the other image is explained
+    many = run_cli("explain", gig, bad, good, "--out-dir", tmp_path / "out", "--steps", 4)
+    assert many.returncode == 3, many.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert [bool(r["error"]) for r in rows] == [True, False] and "the input was 3x64x66" in rows[0]["error"]
+    assert (tmp_path / "out" / "good_gig.png").is_file() and not (tmp_path / "out" / "bad_gig.png").exists()
