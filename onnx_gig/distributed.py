@@ -41,6 +41,38 @@ def import_ray() -> Any:
     return ray
 
 
+CONNECT_TIMEOUT_S = 10  # a host:port that answers no TCP connect within this is unreachable
+
+
+def check_reachable(address: str) -> None:
+    """A one-line GigError unless the ``host:port`` of a cluster address resolves and accepts a TCP connection.
+
+    Ray retries an unreachable GCS for many minutes; this fails within ``CONNECT_TIMEOUT_S`` instead.
+    "auto" and ``ray://`` client addresses, and any address not of the host:port form, are left to Ray.
+    """
+    import socket
+
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [IPv6]:port
+    if not 0 < int(port) < 65536:
+        raise GigError(f"cannot connect to the Ray cluster at {address} (port {port} is not between 1 and 65535)")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except socket.gaierror:
+        why = f"host {host!r} not found"
+    except ConnectionRefusedError:
+        why = f"nothing accepts connections on port {port} of {host}"
+    except (socket.timeout, TimeoutError):
+        why = f"no answer from {host} port {port} within {CONNECT_TIMEOUT_S} s"
+    except (OSError, ValueError) as exc:  # an unreachable network, a host name with a NUL...
+        why = " ".join(str(exc).split()) or type(exc).__name__
+    else:
+        return
+    raise GigError(f"cannot connect to the Ray cluster at {address} ({why})")
+
+
 @contextlib.contextmanager
 def ray_session(address: Optional[str] = None, num_cpus: Optional[int] = None) -> Iterator[Any]:
     """Connect to the Ray cluster at ``address`` (``None``/"local": start a local Ray); disconnect after.
@@ -57,6 +89,7 @@ def ray_session(address: Optional[str] = None, num_cpus: Optional[int] = None) -
             if address in (None, "", "local"):
                 ray.init(address="local", num_cpus=num_cpus, _system_config={"worker_niceness": 0}, **kw)
             else:
+                check_reachable(address)
                 ray.init(address=address, **kw)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             ray.shutdown()  # whatever a failed start left running (a no-op when nothing started)

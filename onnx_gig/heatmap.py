@@ -223,7 +223,16 @@ def colorbar(width: int, height: int = BAR_HEIGHT, cmap: str = "inferno", signed
 
 
 MAP_LABELS = {"absolute": "saliency", "positive": "positive attribution", "negative": "negative attribution",
-              "all": "attribution (blue < 0 < red)"}
+              "all": "attribution"}
+# how a signed map's colours run from -1 to 1, per colour map (inferno and viridis grow lighter throughout)
+SIGNED_COLORS = {"rdbu": "blue < 0 < red", "inferno": "dark < 0 < bright", "viridis": "dark < 0 < bright"}
+
+
+def map_label(sign: str, cmap: str) -> str:
+    """The caption under the map panel; a signed map's names the colours of ``cmap`` on either side of 0."""
+    if sign != "all":
+        return MAP_LABELS[sign]
+    return f"{MAP_LABELS[sign]} ({SIGNED_COLORS.get(cmap, '-1 .. 0 .. 1')})"
 
 
 def render_figure(photo: Image.Image | None, m: np.ndarray, title: str = "", cmap: str | None = None,
@@ -243,7 +252,7 @@ def render_figure(photo: Image.Image | None, m: np.ndarray, title: str = "", cma
     base = photo.size if photo is not None else (m.shape[1], m.shape[0])
     pw, ph = panel_size(base)
     mp = resize_map(m, (pw, ph), signed)
-    shown_map = (colorize(mp, cmap, signed), MAP_LABELS[sign])
+    shown_map = (colorize(mp, cmap, signed), map_label(sign, cmap))
     panels: list[tuple[Image.Image, str]] = []
     if photo is not None:
         shown = _fit_photo(photo, (pw, ph))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import struct
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -151,30 +153,90 @@ def hwc_view(x: np.ndarray, layout: str) -> np.ndarray:
 # --------------------------------------------------------------------------- reading photos
 
 
+# A JPEG over Pillow's MAX_IMAGE_PIXELS (its decompression-bomb limit, about 89 megapixels) is decoded at 1/2,
+# 1/4 or 1/8 scale (Image.draft), its short side kept at DRAFT_SHORT_SIDE or more: every photo ends up at the
+# model's input size (224 or so) anyway, and a 100-megapixel camera photo then needs a few megapixels of memory.
+# Other formats decode at full size, so Pillow's limit stays theirs.
+JPEG_MAX_PIXELS = 1_000_000_000  # a JPEG claiming more (a gigapixel) is refused before decoding
+DRAFT_SHORT_SIDE = 2048
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Read any PIL-readable image as upright RGB, turning every failure into one InputError line."""
+    """Read any PIL-readable image as upright RGB, turning every failure into one InputError line.
+
+    Large JPEGs are decoded at reduced scale; an image too large to decode safely is refused with its size.
+    """
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: file not found")
-    if not p.is_file():
-        raise InputError(f"{p}: not a regular file")
     try:
+        if not p.exists():
+            raise InputError(f"{p}: file not found")
+        if not p.is_file():
+            raise InputError(f"{p}: not a regular file")
         with warnings.catch_warnings():
             # past MAX_IMAGE_PIXELS Pillow only warns (it raises at twice that): refuse both, before decoding
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
-                im.load()
-                img = _upright(im)
+            with open(p, "rb") as fp:
+                jpeg = fp.read(3) == _JPEG_MAGIC
+                fp.seek(0)
+                with (_open_jpeg(p, fp) if jpeg else Image.open(fp)) as im:
+                    im.load()
+                    img = _upright(im)
+    except PermissionError:
+        raise InputError(f"cannot read {p}: permission denied") from None
     except UnidentifiedImageError:
         raise InputError(f"{p}: not a readable image (unknown format, or a corrupt or zero-size header)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputError(f"{p}: image too large to open safely ({_one_line(e)}); downscale it first, or raise "
-                         "PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from None
+        n = re.search(r"\((\d+) pixels\)", str(e))  # Pillow's "Image size (N pixels) exceeds limit ..."
+        raise InputError(_too_large(p, f"{int(n[1])} pixels" if n else _one_line(e))) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InputError(f"{p}: truncated or corrupt image ({e})") from None
     if img.width == 0 or img.height == 0:
         raise InputError(f"{p}: image has zero size ({img.width}x{img.height})")
     return to_rgb(img)
+
+
+def _open_jpeg(p: Path, fp: Any) -> Image.Image:
+    """A JPEG opened lazily, set to decode at reduced scale when it is over Pillow's pixel limit.
+
+    Opened by its plugin rather than ``Image.open``, whose bomb check would refuse it at full size first.
+    """
+    from PIL import JpegImagePlugin
+
+    try:
+        im = JpegImagePlugin.jpeg_factory(fp, str(p))
+    except (SyntaxError, IndexError, TypeError, struct.error):  # a broken header: as Image.open reports it
+        fp.seek(0)
+        return Image.open(fp)
+    limit = Image.MAX_IMAGE_PIXELS  # None: the caller switched Pillow's check off
+    w, h = im.size
+    if limit is None or w * h <= limit:
+        return im
+    if w * h > JPEG_MAX_PIXELS:
+        im.close()
+        raise InputError(_too_large(p, f"{w}x{h} pixels, over the {_mp(JPEG_MAX_PIXELS)} megapixels a JPEG may have"))
+    s = next((s for s in (8, 4, 2) if min(w, h) // s >= DRAFT_SHORT_SIDE), 1)  # the most that keeps the short side
+    while s < 8 and math.ceil(w / s) * math.ceil(h / s) > limit:  # a long thin panorama: less than that
+        s *= 2
+    im.draft(None, (w // s, h // s))
+    if im.width * im.height > limit:
+        dw, dh = im.size
+        im.close()
+        raise InputError(_too_large(p, f"{w}x{h} pixels, still {dw}x{dh} decoded at reduced scale"))
+    return im
+
+
+def _mp(pixels: int) -> int:
+    """Pixels in whole megapixels, for messages."""
+    return round(pixels / 1e6)
+
+
+def _too_large(p: Path, why: str) -> str:
+    """The one line for an image over the pixel limits, saying what the user can do."""
+    limit = Image.MAX_IMAGE_PIXELS or 0
+    return (f"{p}: image too large to open safely ({why}); downscale it first (JPEG photos up to "
+            f"{_mp(JPEG_MAX_PIXELS)} megapixels are read at reduced scale, other formats up to "
+            f"{_mp(limit)} megapixels)")
 
 
 def _one_line(e: BaseException) -> str:
@@ -345,12 +407,14 @@ def load_npy_tensor(path: str | os.PathLike, shape: Sequence[Any], what: str, in
 def _read_npy(path: str | os.PathLike, what: str, int_ok: bool = False) -> np.ndarray:
     """Read a .npy file without pickles, turning failures into one InputError line."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{what} {p}: file not found")
     kinds = "fiu" if int_ok else "f"
-    _check_npy_header(p, what, kinds)
     try:
+        if not p.is_file():
+            raise InputError(f"{what} {p}: file not found")
+        _check_npy_header(p, what, kinds)
         arr = np.load(p, allow_pickle=False)
+    except PermissionError:
+        raise InputError(f"cannot read {what} {p}: permission denied") from None
     except (ValueError, OSError, EOFError) as e:
         raise InputError(f"{what} {p}: not a readable .npy array ({e})") from None
     if not isinstance(arr, np.ndarray):
@@ -372,6 +436,8 @@ def _check_npy_header(p: Path, what: str, kinds: str = "f") -> None:
             else:
                 return  # np.load checks the rest
             offset = f.tell()
+    except PermissionError:
+        raise  # _read_npy's one line
     except (ValueError, OSError, EOFError, SyntaxError) as e:
         raise InputError(f"{what} {p}: not a readable .npy array ({_one_line(e)})") from None
     if dtype.kind not in kinds:
