@@ -343,12 +343,14 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     return result
 
 
-def warn_if_tight(gm: GigModel, pixels: Optional[int] = None) -> None:
+def warn_if_tight(gm: GigModel, pixels: Optional[int] = None, sessions: int = 1) -> None:
     """Warn (once per call) when the memory budget cannot hold even one integration step (of an image of
-    ``pixels`` elements, for models with dynamic sizes)."""
+    ``pixels`` elements, for models with dynamic sizes); ``sessions`` side by side share the budget."""
     need = gm.step_bytes(pixels)
     if gm.max_memory < need:
-        warnings.warn(f"the memory budget ({_size(gm.max_memory)}) is smaller than one integration step needs "
+        budget = _size(gm.max_memory) if sessions <= 1 else (
+            f"{_size(gm.max_memory * sessions)} shared by {sessions} sessions: {_size(gm.max_memory)} each")
+        warnings.warn(f"the memory budget ({budget}) is smaller than one integration step needs "
                       f"(about {_size(need)}); running one step at a time, which needs more than "
                       "the budget", stacklevel=3)
 

@@ -347,7 +347,7 @@ def _iterate(model, files, missing, options, batch_images, device, budget, threa
         from .api import warn_if_tight
 
         options.check(gms[0].num_classes)
-        warn_if_tight(gms[0])
+        warn_if_tight(gms[0], sessions=len(gms))
     size = batch_images or (batch_images_for(gms[0], options.steps) if gms else 1)
     total = len(files) + len(missing)
     bar = tqdm(total=total, disable=not progress or total <= 1, unit="image", desc="explain")

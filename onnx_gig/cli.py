@@ -97,7 +97,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         if a.debug:
             traceback.print_exc()
-        print("onnx-gig: interrupted; no partial output was left", file=sys.stderr)
+        print("onnx-gig: interrupted; no partial output was left (a folder run or eval into --out-dir goes on "
+              "with --resume)", file=sys.stderr)
         return 130
     except MemoryError:
         if a.debug:

@@ -46,7 +46,7 @@ class EvalResult:
     methods: list[str]
     targets: np.ndarray  # [n_images] the class predicted on the clean image (explained and scored)
     target_labels: list[str]
-    clean_prob: np.ndarray  # [n_images] its softmax probability
+    clean_prob: np.ndarray  # [n_images] its probability (softmax, or sigmoid for such a head)
     x: dict[str, np.ndarray]  # kind -> fraction of pixels moved at each point
     curves: dict[str, dict[str, np.ndarray]]  # kind -> method -> [n_images, n_points]
     settings: dict
@@ -68,7 +68,8 @@ class EvalResult:
             rows.append({"method": m, "n_images": len(self.images),
                          "deletion_mean": float(dl[m].mean()), "deletion_std": _std(dl[m]),
                          "insertion_mean": float(ins[m].mean()), "insertion_std": _std(ins[m]),
-                         "attribution_seconds": round(self.seconds.get(m, 0.0), 3)})
+                         "attribution_seconds": round(self.seconds.get(m, 0.0), 3),  # all images together
+                         "attribution_seconds_per_image": round(self.seconds.get(m, 0.0) / max(1, len(self.images)), 4)})
         return rows
 
     def to_csv(self) -> str:
@@ -77,7 +78,7 @@ class EvalResult:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{v:.6f}" if isinstance(v, float) and k != "attribution_seconds" else v)
+            w.writerow({k: (f"{v:.6f}" if isinstance(v, float) and not k.startswith("attribution_seconds") else v)
                         for k, v in r.items()})
         return buf.getvalue()
 
@@ -86,9 +87,7 @@ class EvalResult:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["image", "target", "label", "clean_prob", "method", "deletion", "insertion"])
-        names = [Path(p).name for p in self.images]
-        shown = names if len(set(names)) == len(names) else self.images
-        for i, img in enumerate(shown):
+        for i, img in enumerate(self.images):  # the path as collected, as explain's tables name images
             for m in self.methods:
                 w.writerow([img, int(self.targets[i]), self.target_labels[i], f"{self.clean_prob[i]:.6f}", m,
                             f"{dl[m][i]:.6f}", f"{ins[m][i]:.6f}"])
@@ -98,7 +97,7 @@ class EvalResult:
         s = self.settings
         lines = [f"# {title or 'Deletion and insertion: ' + Path(self.model).name}", "",
                  f"{len(self.images)} images; the class predicted on each clean image is explained and scored "
-                 f"(softmax probability). {s['points']} points per curve, {s['step']} pixels per step; "
+                 f"(the probability the model's head gives it). {s['points']} points per curve, {s['step']} pixels per step; "
                  f"deletion to 0 in model-input space, insertion from an {s['blur']} Gaussian blur; "
                  f"IG and GNL-IG: {s['steps']} {s['rule']} steps from the {s['baseline']} baseline; "
                  "maps: |channel sum|.", "",
@@ -107,7 +106,7 @@ class EvalResult:
         for r in self.summary():
             lines.append(f"| {r['method']} | {r['deletion_mean']:.4f} ± {r['deletion_std']:.4f} | "
                          f"{r['insertion_mean']:.4f} ± {r['insertion_std']:.4f} | "
-                         f"{r['attribution_seconds'] / max(1, len(self.images)):.2f} |")
+                         f"{r['attribution_seconds_per_image']:.2f} |")
         lines += ["", "Mean ± standard deviation over images."]
         return "\n".join(lines) + "\n"
 

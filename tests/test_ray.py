@@ -219,7 +219,7 @@ def test_cli_eval_joins_a_cluster(cluster, tmp_path):
     assert [r["method"] for r in rows(tmp_path / "ev")] == ["gradient", "random"]
     with open(tmp_path / "ev" / "per_image.csv", newline="") as f:
         per_image = list(csv.DictReader(f))
-    assert sorted({r["image"] for r in per_image}) == sorted(p.name for p in photos)
+    assert sorted({Path(r["image"]).name for r in per_image}) == sorted(p.name for p in photos)
 
 
 def test_without_ray_one_line_says_how_to_install(demo_model, demo_gig, folder, tmp_path):

@@ -14,7 +14,7 @@ HELP = "measure faithfulness: deletion and insertion areas per method (RISE prot
 DESCRIPTION = ("Convert the classifier as the methods need (cached in OUT_DIR/converted), compute every method's "
                "map on every image, and score the maps by deletion (pixels set to 0 in model-input space, most "
                "salient first; lower area is better) and insertion (from an 11x11 sigma-5 blur back to the image; "
-               "higher is better), with the softmax probability of the class predicted on the clean image. Writes "
+               "higher is better), with the probability of the class predicted on the clean image. Writes "
                "results.md, results.csv (mean and std per method), per_image.csv, curves.npz and curves.png. "
                "Methods: " + "; ".join(f"{m}: {METHODS[m].description}" for m in ALL) + ". Exit status: 0; 3 when "
                "some inputs could not be read (each named on one line of stderr; the others are scored); 2 bad "
