@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotations only: explain runs without importing onnx
     import onnx
 
 from .contract import META_PREFIX, pixel_dtype, probabilities, softmax  # noqa: F401 - softmax: the API as before
-from .errors import GigError, InputError, ModelError
+from .errors import GigError, InputError, ModelError, SizeRejected
 from .fileio import atomic_path, check_output
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options, render_figure, save_png, saliency_map
 from .imageio import (DYNAMIC_SHORT_SIDE, METADATA_KEY, Preprocess, as_pixels, guess_preprocess,  # noqa: F401
@@ -245,15 +245,16 @@ def run_explain(gm: GigModel, x: np.ndarray, b: np.ndarray, target: Optional[int
     except _ort_errors() as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         first = _ORIGINAL_NODE.sub("", first)  # the path copy's node is the classifier's own node
-        hint = ""
-        if any(not isinstance(d, int) for d in list(gm.input_shape)[1:]):
-            hint = (f" (the input was {'x'.join(map(str, x.shape[-3:]))}; a model with dynamic sizes that needs "
-                    "particular ones, such as a multiple of its stride, can be pinned to one with "
-                    "'onnx-gig convert --input-shape')")
-        raise ModelError(f"onnxruntime failed while running {gm.path}: {first}{hint}") from exc
+        if gm.dynamic_size and _SHAPE_TROUBLE.search(first):
+            raise SizeRejected(f"onnxruntime failed while running {gm.path}: {first} (the input was "
+                               f"{'x'.join(map(str, x.shape[-3:]))}; a model with dynamic sizes that needs particular "
+                               "ones, such as a multiple of its stride, can be pinned to one with "
+                               "'onnx-gig convert --input-shape')") from exc
+        raise ModelError(f"onnxruntime failed while running {gm.path}: {first}") from exc
 
 
 _ORIGINAL_NODE = re.compile(r"gig/(?:b\d+/gig/)?(?:path|baseline)/")
+_SHAPE_TROUBLE = re.compile(r"broadcast|dimension|shape|axis|Invalid input", re.IGNORECASE)  # a size it rejects
 
 
 def check_threads(threads: object) -> None:

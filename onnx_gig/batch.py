@@ -17,7 +17,7 @@ from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from .errors import GigError, InputError, ModelError
+from .errors import GigError, InputError, SizeRejected
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
 from .imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
@@ -41,8 +41,8 @@ def _folder_files(folder: Path, exclude: frozenset[str] = frozenset(),
                   unreadable: Optional[list[tuple[str, str]]] = None) -> list[Path]:
     """Image and .npy files under ``folder`` at any depth, sorted by relative path.
 
-    Hidden files and folders are skipped, and so is any folder or file in ``exclude`` (real paths: a run's
-    own output folder and files) below ``folder``. Symlinked folders are followed, each real folder once (a
+    Hidden files and folders are skipped, and so is every file in ``exclude`` (real paths: the files a run wrote
+    into its output folder). Symlinked folders are followed, each real folder once (a
     link loop ends there). Files are taken by name, not opened or stat'ed here: one that cannot be read is
     named when it is read. A folder that cannot be listed is added to ``unreadable`` as (path, reason).
     """
@@ -57,7 +57,7 @@ def _folder_files(folder: Path, exclude: frozenset[str] = frozenset(),
         keep = []
         for d in sorted(dirs):
             real = _realpath(os.path.join(root, d))
-            if not d.startswith(".") and real not in seen and real not in exclude:
+            if not d.startswith(".") and real not in seen:
                 seen.add(real)
                 keep.append(d)
         dirs[:] = keep
@@ -79,8 +79,8 @@ def collect_inputs(paths: str | os.PathLike | Sequence[str | os.PathLike],
 
     Returns the files (each once, first occurrence kept) and ``(argument, reason)`` for every argument
     that matched nothing, and for every folder inside one that could not be read. A file named explicitly
-    is kept whatever its suffix (reading it may then fail). Folders and globs skip whatever ``exclude``
-    names (a run's output folder and the files it wrote, so a re-run does not explain its own figures).
+    is kept whatever its suffix (reading it may then fail). Folders and globs leave out the files ``exclude``
+    names (those a run wrote into its output folder, so a re-run does not explain its own figures).
     One path may be given as a plain string or path. An ``Inputs`` can be passed on to ``explain_many``
     as is, so the indices the caller saw stay the same.
     """
@@ -254,16 +254,13 @@ def attribute_items(gm: GigModel, loaded: list[tuple[ImageResult, np.ndarray]], 
     by_size: dict[tuple, list[tuple[ImageResult, np.ndarray]]] = {}
     for r, x in loaded:
         by_size.setdefault(x.shape, []).append((r, x))
-    dynamic = any(not isinstance(d, int) for d in list(gm.input_shape)[1:])
     for group in by_size.values():
         xs, photos = [x for _, x in group], [r.photo for r, _ in group]
         try:
             ex = run_explain(gm, np.stack(xs), baselines(options.baseline, xs, photos, pp),
                              options.target, options.steps, options.rule)
-        except ModelError as exc:
-            if not dynamic:  # every image runs at one size: the model's failure is the run's
-                raise
-            for r, _ in group:  # a model with dynamic sizes may reject some sizes only: those images fail
+        except SizeRejected as exc:  # a model with dynamic sizes may reject some sizes only: those images fail
+            for r, _ in group:
                 r.error, r.photo = str(exc), None
             continue
         deltas = ex.convergence_delta

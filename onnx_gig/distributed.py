@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import GigError, InputError
 from .heatmap import png_bytes
+from .journal import recorded_outputs
 from .writer import ResultWriter, draw_figure
 
 RAY_MISSING = "--ray needs Ray: pip install 'onnx-gig[ray]'"
@@ -281,7 +282,7 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
     options.check()
     if isinstance(batch_images, bool) or not isinstance(batch_images, int) or batch_images < 1:
         raise InputError(f"batch_images must be a positive whole number, got {batch_images!r}")
-    files, missing = paths if isinstance(paths, Inputs) else collect_inputs(paths)
+    files, missing = paths if isinstance(paths, Inputs) else collect_inputs(paths, exclude=recorded_outputs(out_dir))
     if not files:
         raise InputError("no images found: " + "; ".join(f"{n}: {why}" for n, why in missing))
     budget = check_budget(max_memory)

@@ -15,3 +15,8 @@ class ModelError(GigError):
 
 class InputError(GigError):
     """An image, array, baseline or target the user passed cannot be used."""
+
+
+class SizeRejected(ModelError):
+    """A model with dynamic sizes failed on an input's size (a stride it needs, a merge of two branches): that
+    image's failure, not the run's."""

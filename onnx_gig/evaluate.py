@@ -19,7 +19,7 @@ import numpy as np
 from .batch import collect_inputs
 from .errors import InputError, ModelError
 from .heatmap import save_png
-from .imageio import Preprocess, load_input, make_baseline
+from .imageio import DYNAMIC_SHORT_SIDE, Preprocess, load_input, make_baseline
 from .metrics import DEFAULT_BATCH, OnnxForward, blur, deletion, image_hw, insertion, read_onnx
 from .methods import METHODS, converted, graphs_needed, parse_methods, saliency_maps
 from .plots import Series, hstack, line_chart
@@ -29,7 +29,7 @@ from .runtime import GigModel, parse_memory
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Files, folders (searched recursively) and globs as ``batch.collect_inputs``; any unmatched one is an error."""
-    out, missing = collect_inputs(paths if isinstance(paths, (str, os.PathLike)) else list(paths))
+    out, missing = collect_inputs(paths)
     if missing:
         raise InputError(f"{missing[0][0]}: {missing[0][1]}")
     if not out:
@@ -190,7 +190,11 @@ class EvalWorker:
         self.graphs = {g: GigModel(p, device=device, max_memory=max_memory, threads=threads) for g, p in graphs.items()}
         first = next(iter(self.graphs.values()))
         self.pp = first.preprocess
-        self.input_shape = first.input_shape
+        # a model with dynamic sizes is scored at one square size, as the protocol does (RISE: 224 x 224): the
+        # curves of a batch share one shape, and every image's areas count alike
+        spatial = (2, 3) if self.pp.layout.upper() == "NCHW" else (1, 2)
+        self.input_shape = [DYNAMIC_SHORT_SIDE if i in spatial and not isinstance(d, int) else d
+                            for i, d in enumerate(first.input_shape)]
         self.provider = first.provider
         self.forward = OnnxForward(first.path, device=device, threads=threads)
         self.methods, self.step, self.batch_size = list(methods), step, batch_size
@@ -282,8 +286,8 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
 
     names = parse_methods(methods)
     parse_memory(max_memory)  # a bad size is one line here, not one per image from every worker
-    own = [out_dir, Path(out_dir) / "curves.png"] if out_dir is not None else []  # never its own outputs
-    paths, missing = collect_inputs(images if isinstance(images, (str, os.PathLike)) else list(images), exclude=own)
+    own = [Path(out_dir) / "curves.png"] if out_dir is not None else []  # never its own figure
+    paths, missing = collect_inputs(images, exclude=own)
     if not paths:
         raise InputError("no images to evaluate" + "".join(f"; {n}: {why}" for n, why in missing))
     src = Path(model)

@@ -210,7 +210,6 @@ def explained_scores(graph: onnx.GraphProto, output: str) -> tuple[str, str]:
     as it is and taken for logits ('softmax').
     """
     producer = {o: n for n in graph.node for o in n.output}
-    consts = _scalar_constants(graph)
     name = output
     while name in producer and producer[name].op_type == "Identity":
         name = producer[name].input[0]
@@ -219,8 +218,8 @@ def explained_scores(graph: onnx.GraphProto, output: str) -> tuple[str, str]:
         node = producer[probe]
         if node.op_type in _RESHAPES:
             probe = node.input[0]
-        elif node.op_type in ("Mul", "Div") and _positive_scale(node, consts) is not None:
-            probe = node.input[_positive_scale(node, consts)]
+        elif node.op_type in ("Mul", "Div") and _positive_scale(node, graph) is not None:
+            probe = node.input[_positive_scale(node, graph)]
         elif node.op_type == "Log" and node.input[0] in producer and producer[node.input[0]].op_type == "Softmax":
             probe = node.input[0]
         else:
@@ -230,29 +229,34 @@ def explained_scores(graph: onnx.GraphProto, output: str) -> tuple[str, str]:
     return name, "softmax"
 
 
-def _scalar_constants(graph: onnx.GraphProto) -> dict[str, float]:
-    """Single-element constants of ``graph`` (initializers and Constant nodes) by tensor name."""
+def _scalar(graph: onnx.GraphProto, name: str) -> Optional[float]:
+    """The value of ``name`` when it is a one-element numeric constant (an initializer or a Constant node)."""
     from onnx import numpy_helper
 
-    out = {}
-    for t in graph.initializer:
-        if int(np.prod(t.dims)) == 1:
-            out[t.name] = float(numpy_helper.to_array(t).reshape(-1)[0])
-    for n in graph.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value" and int(np.prod(a.t.dims)) == 1:
-                    out[n.output[0]] = float(numpy_helper.to_array(a.t).reshape(-1)[0])
-    return out
+    tensor = next((t for t in graph.initializer if t.name == name), None)
+    if tensor is None:
+        node = next((n for n in graph.node if n.op_type == "Constant" and name in n.output), None)
+        attr = next(iter(node.attribute), None) if node is not None else None
+        if attr is None:
+            return None
+        if attr.name in ("value_float", "value_int"):
+            return float(attr.f if attr.name == "value_float" else attr.i)
+        if attr.name != "value":
+            return None
+        tensor = attr.t
+    if int(np.prod(tensor.dims)) != 1:
+        return None
+    value = numpy_helper.to_array(tensor).reshape(-1)[0]
+    return float(value) if np.issubdtype(np.asarray(value).dtype, np.number) else None
 
 
-def _positive_scale(node: onnx.NodeProto, consts: dict[str, float]) -> Optional[int]:
+def _positive_scale(node: onnx.NodeProto, graph: onnx.GraphProto) -> Optional[int]:
     """For Mul/Div by a positive constant scalar: the index of the other (data) input; else None."""
     if len(node.input) != 2:
         return None
     for k in ((0, 1) if node.op_type == "Mul" else (1,)):
-        c = consts.get(node.input[k])
-        if c is not None and np.isfinite(c) and c > 0 and node.input[1 - k] not in consts:
+        c = _scalar(graph, node.input[k])
+        if c is not None and np.isfinite(c) and c > 0 and _scalar(graph, node.input[1 - k]) is None:
             return 1 - k
     return None
 

@@ -255,6 +255,11 @@ class GigModel:
         self.input_shape = list(inp[self.input_name].shape)
         self._output_names = [o.name for o in self.session.get_outputs()]
 
+    @property
+    def dynamic_size(self) -> bool:
+        """Whether the image input has a dynamic size (a dim other than the batch not fixed in the graph)."""
+        return any(not isinstance(d, int) for d in list(self.input_shape)[1:])
+
     # -- metadata helpers ----------------------------------------------------------
     @property
     def pixel_dtype(self) -> Optional[str]:

@@ -280,7 +280,8 @@ def _argmax_route(x: np.ndarray, g: np.ndarray, axes: tuple[int, ...]) -> np.nda
     return np.where(x == x.max(axis=axes, keepdims=True), g, 0.0)
 
 
-@pytest.mark.parametrize("spelling", ["GlobalMaxPool", "ReduceMax_nchw", "ReduceMax_nhwc", "ReduceMax_opset18"])
+@pytest.mark.parametrize("spelling", ["GlobalMaxPool", "ReduceMax_nchw", "ReduceMax_nhwc", "ReduceMax_opset18",
+                                      "ReduceMax_flat"])
 def test_gnl_ig_guides_max_pooling_in_every_spelling(spelling):
     """A global max-pool is guided by the paper's set however it was exported (torch amax: ReduceMax over H, W;
     Keras/TF: GlobalMaxPool or ReduceMax over the NHWC spatial axes), as MaxPool over the whole map is."""
@@ -291,10 +292,14 @@ def test_gnl_ig_guides_max_pooling_in_every_spelling(spelling):
         m = one("GlobalMaxPool")
     elif spelling == "ReduceMax_opset18":
         m = one("ReduceMax", 18, [X, "axes"], {"axes": np.array([-2, -1], np.int64)}, keepdims=1)
-    else:
-        m = one("ReduceMax", 17, keepdims=1, axes=list(axes))
+    else:  # "flat": keepdims=0, as torch's amax((2, 3)) writes it
+        m = one("ReduceMax", 17, keepdims=int(not spelling.endswith("flat")), axes=list(axes))
     g = mixed(rng, tuple(1 if i in axes else d for i, d in enumerate(XS)))
     assert (g < 0).any() and (g > 0).any()
+    if spelling.endswith("flat"):
+        guided, _ = vjp(m, x, g.reshape(XS[0], XS[1]), GUIDED)
+        np.testing.assert_allclose(guided, _argmax_route(x, np.maximum(g, 0), axes), rtol=1e-6, atol=1e-7)
+        return
     guided, _ = vjp(m, x, g, GUIDED)
     np.testing.assert_allclose(guided, _argmax_route(x, np.maximum(g, 0), axes), rtol=1e-6, atol=1e-7)
     plain, _ = vjp(m, x, g, PLAIN)

@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -391,3 +392,21 @@ def test_a_size_the_model_rejects_is_one_line_naming_its_node_and_the_way_out(tm
     rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert [bool(r["error"]) for r in rows] == [True, False] and "the input was 3x64x66" in rows[0]["error"]
     assert (tmp_path / "out" / "good_gig.png").is_file() and not (tmp_path / "out" / "bad_gig.png").exists()
+
+
+def test_eval_scores_a_dynamic_size_model_at_one_size(tmp_path):
+    """Photos of different aspects through eval on a model with dynamic sizes: scored at 224 x 224 (the
+    protocol's size, and one the stride-bound net accepts), not stacked at their own sizes."""
+    src = tmp_path / "fpn.onnx"
+    src.write_bytes(export_dynamic(StrideBound().eval(), torch.zeros(1, 3, 64, 64), {0: "n", 2: "h", 3: "w"}))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, size in (("wide.png", (300, 200)), ("tall.png", (180, 260))):
+        Image.fromarray(np.random.default_rng(len(name)).integers(0, 255, (size[1], size[0], 3), np.uint8)).save(
+            photos / name)
+    r = run_cli("eval", src, photos, "--methods", "gradient,random", "--out-dir", tmp_path / "ev")
+    assert r.returncode == 0, r.stderr
+    import csv
+
+    per_image = list(csv.DictReader((tmp_path / "ev" / "per_image.csv").open()))
+    assert sorted({Path(row["image"]).name for row in per_image}) == ["tall.png", "wide.png"]

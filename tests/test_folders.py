@@ -66,6 +66,17 @@ def test_an_out_dir_inside_the_input_folder_is_never_an_input(demo_gig, tmp_path
         "cat.npy", "cat_gig.png", "cup.npy", "cup_gig.png", "results.csv", "results.jsonl"]
 
 
+def test_photos_in_the_out_dir_are_still_inputs_and_a_glob_skips_the_figures_too(demo_gig, tmp_path):
+    """Only the files a run recorded are left out: a photo the user keeps in the output folder is explained."""
+    folder = two_photos(tmp_path / "p")
+    shutil.move(folder / "cup.png", two_photos(folder / "sub") / "mine.png")
+    for args in ([folder], [str(folder / "**" / "*.png"), "--resume"]):
+        r = run_cli("explain", demo_gig, *args, "--out-dir", folder / "sub", "--steps", STEPS)
+        assert r.returncode == 0, r.stderr
+        assert sorted(Path(row["image"]).relative_to(folder).as_posix() for row in rows(folder / "sub")) == [
+            "cat.png", "sub/cat.png", "sub/cup.png", "sub/mine.png"]
+
+
 def test_the_out_dir_being_the_input_folder_skips_the_figures_it_wrote(demo_gig, tmp_path):
     folder = two_photos(tmp_path / "p")
     for extra in ([], ["--resume"]):

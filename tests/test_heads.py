@@ -121,3 +121,28 @@ def test_folder_rows_and_eval_curves_use_the_head(converted):
     curve = deletion(fwd, x, np.abs(x).sum(0), step=256)
     assert curve.target == int(np.argmax(out))
     assert curve.y[0] == pytest.approx(float(out.max()), rel=1e-5)  # the clean image's own sigmoid probability
+
+
+def test_a_binary_sigmoid_head_reports_its_one_probability(tmp_path):
+    """One logit and a Sigmoid (a binary classifier): the logit is explained, its sigmoid is the probability."""
+    rng = np.random.default_rng(3)
+    nodes = [h.make_node("Conv", ["x", "w1"], ["c"], kernel_shape=[3, 3], strides=[2, 2]),
+             h.make_node("Relu", ["c"], ["r"]), h.make_node("GlobalAveragePool", ["r"], ["p"]),
+             h.make_node("Flatten", ["p"], ["f"]), h.make_node("Gemm", ["f", "wf"], ["z"], transB=1),
+             h.make_node("Sigmoid", ["z"], ["out"])]
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.5).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((1, 8)).astype(np.float32), "wf")]
+    graph = h.make_graph(nodes, "binary", [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+                         [h.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 1])], initializer=inits)
+    m = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 7
+    onnx.save(m, tmp_path / "binary.onnx")
+    x = np.random.default_rng(4).standard_normal((3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    (p,) = ort.InferenceSession(str(tmp_path / "binary.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x[None]})[0][0]
+    path = onnx_gig.convert(tmp_path / "binary.onnx", tmp_path / "binary_ig.onnx", method="ig").path
+    r = onnx_gig.explain(path, tmp_path / "x.npy", steps=64, draw=False, device="cpu")
+    assert r.target == 0 and [k for k, _, _ in r.top] == [0]
+    assert r.top[0][2] == pytest.approx(float(p), rel=1e-5)
+    assert abs(r.convergence_delta) < 1e-3  # the attributions add up to the logit's change

@@ -119,7 +119,7 @@ def run_many(a: argparse.Namespace) -> int:
         raise InputError("--out and --save-npy name one image's outputs; with several inputs use --out-dir DIR "
                          "(and --npy for the raw attributions)")
     out_dir = a.out_dir or "."
-    inputs = collect_inputs(a.inputs, exclude=[out_dir, *recorded_outputs(out_dir)])  # never its own outputs
+    inputs = collect_inputs(a.inputs, exclude=recorded_outputs(out_dir))  # never the figures it wrote
     files, missing = inputs
     if not files:
         raise InputError("no images found: " + "; ".join(f"{n}: {why}" for n, why in missing))

@@ -33,7 +33,7 @@ from ..errors import GigError, InputError
 from ..heatmap import CMAPS, png_bytes, render_figure, saliency_map
 from ..imageio import BASELINE_KINDS, load_input, make_baseline
 from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
-from ..runtime import GigModel
+from ..runtime import QUIET_RUN, GigModel
 from .signature import Signature, read_signature
 from .triton import config_dict, config_json, default_name
 
@@ -115,7 +115,7 @@ class GigService:
                     feed = {self.gm.input_name: x[i:j], "baseline": baseline if baseline.shape[0] == 1 else baseline[i:j],
                             "alphas": alphas[s:s + per], "step_weights": weights[s:s + per],
                             "target": target if target.size == 1 else target[i:j]}
-                    res = dict(zip(self._output_names, self.gm.session.run(None, feed)))
+                    res = dict(zip(self._output_names, self.gm.session.run(None, feed, QUIET_RUN)))
                     attr[i:j] += res["attributions"]
                     if s == 0:
                         for name, v in res.items():
