@@ -39,7 +39,7 @@ def one_error_line(p: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-# --------------------------------------------------------------------------- 1: --ray ADDRESS unreachable
+# --------------------------------------------------------------------------- --ray ADDRESS unreachable
 
 
 def _free_port() -> int:
@@ -50,7 +50,6 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("kind", ["closed-port", "unknown-host"])
 def test_unreachable_ray_address_fails_fast_in_one_line(demo_gig, tmp_path, kind):
-    pytest.importorskip("ray")
     address = f"127.0.0.1:{_free_port()}" if kind == "closed-port" else "no-such-host.invalid:6379"
     t0 = time.monotonic()
     p = run_cli("explain", demo_gig, CAT, "--ray", address, "--out-dir", tmp_path / "out", "--steps", 2)
@@ -62,7 +61,7 @@ def test_unreachable_ray_address_fails_fast_in_one_line(demo_gig, tmp_path, kind
     assert not (tmp_path / "out").exists()
 
 
-# --------------------------------------------------------------------------- 2: the signed colour bar's label
+# --------------------------------------------------------------------------- the signed colour bar's label
 
 
 def _luma(rgb) -> float:
@@ -94,7 +93,7 @@ def test_inferno_signed_figure_says_no_blue_or_red():
     assert fig.width > 3 * 64
 
 
-# --------------------------------------------------------------------------- 3: permission denied
+# --------------------------------------------------------------------------- permission denied
 
 
 def _unprivileged() -> tuple[str, ...]:
@@ -128,15 +127,13 @@ def test_permission_denied_is_its_own_line(demo_gig, tmp_path, name):
     assert "cannot read" in line and "corrupt" not in line and "Errno" not in line
 
 
-# --------------------------------------------------------------------------- 4: very large photos
+# --------------------------------------------------------------------------- very large photos
 
 
 def test_100_megapixel_jpeg_is_read_at_reduced_scale(tmp_path):
     p = tmp_path / "huge.jpg"
     Image.new("RGB", (10000, 10000), (200, 100, 50)).save(p, quality=90)
-    t0 = time.monotonic()
-    img = load_image(p)
-    assert time.monotonic() - t0 < 5
+    img = load_image(p)  # decoded at 1/4 scale: 2500 x 2500
     assert img.mode == "RGB" and 2048 <= min(img.size) < 10000 and img.width == img.height
     assert all(abs(a - b) <= 3 for a, b in zip(img.getpixel((img.width // 2, img.height // 2)), (200, 100, 50)))
     x, seen = load_input(p, Preprocess(crop=(224, 224)), [1, 3, 224, 224])
@@ -179,7 +176,7 @@ def test_huge_png_still_refused_without_pillow_advice(tmp_path):
     assert "MAX_IMAGE_PIXELS" not in msg
 
 
-# --------------------------------------------------------------------------- 5: .jfif and .jpe in folders
+# --------------------------------------------------------------------------- .jfif and .jpe in folders
 
 
 def test_folder_runs_take_jfif_and_jpe(tmp_path):
