@@ -26,11 +26,10 @@ from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options, render_figu
 from .imageio import (DYNAMIC_SHORT_SIDE, METADATA_KEY, Preprocess, as_pixels, guess_preprocess,  # noqa: F401
                       load_input, make_baseline, preprocess_from)
 from .modelhead import check_external_refs, read_head
-from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
-from .runtime import GigModel, parse_memory
+from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, MAX_STEPS, RULES, schedule
+from .runtime import GigModel, check_budget, check_threads, parse_memory  # noqa: F401 - the API's checks
 
 LABELS_KEY = META_PREFIX + "labels"
-MAX_STEPS = 1000  # IG settles long before; Gauss-Legendre nodes for more take seconds to compute
 
 
 def _ort_errors() -> tuple[type[BaseException], ...]:
@@ -257,22 +256,8 @@ _ORIGINAL_NODE = re.compile(r"gig/(?:b\d+/gig/)?(?:path|baseline)/")
 _SHAPE_TROUBLE = re.compile(r"broadcast|dimension|shape|axis|Invalid input", re.IGNORECASE)  # a size it rejects
 
 
-def check_threads(threads: object) -> None:
-    """``--threads``: None (all cores) or a positive whole number (0 would silently mean all cores)."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
-        raise InputError(f"--threads must be a positive integer, got {threads!r}")
-
-
-def check_budget(max_memory: int | str | None) -> Optional[int]:
-    """``--max-memory`` in bytes (None: the default budget); refuses zero or a negative size in one line."""
-    budget = parse_memory(max_memory)
-    if budget is not None and budget <= 0:
-        raise InputError(f"--max-memory must be a positive size such as 2G or 512M, got {max_memory!r}")
-    return budget
-
-
 def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, target: Optional[int] = None,
-            steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE, baseline: str = "zeros",
+            steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE, baseline: str | np.ndarray = "zeros",
             out: str | os.PathLike | None = None, save_npy: str | os.PathLike | None = None,
             device: str = "auto", max_memory: int | str | None = None, threads: Optional[int] = None,
             progress: bool = False, cmap: Optional[str] = None, top: int = 5, draw: bool = True,
@@ -290,13 +275,16 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     check_map_options(clip_percentile, sign, alpha, cmap)
     if target is not None:
         check_target(target)
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise InputError(f"top must be a positive whole number of classes to list, got {top!r}")
     budget = check_budget(max_memory)
     check_threads(threads)
 
     model_path = model.path if isinstance(model, GigModel) else Path(model)
     figure = (Path(out) if out is not None else Path.cwd() / (Path(image).stem + "_gig.png")) if draw else None
     npy = Path(save_npy) if save_npy is not None else None
-    protect = [image, model_path] + ([baseline] if Path(str(baseline)).is_file() else [])
+    given = isinstance(baseline, np.ndarray)  # an array in the model's input layout, as a .npy baseline holds
+    protect = [image, model_path] + ([baseline] if not given and Path(str(baseline)).is_file() else [])
     if figure is not None and npy is not None and os.path.abspath(figure) == os.path.abspath(npy):
         raise InputError(f"the figure and --save-npy both point at {figure}; give them different paths")
     for dest in (figure, npy):
@@ -309,7 +297,7 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
         gm, (meta, input_shape) = None, _peek_gig_model(model_path)
     pp = preprocess_from(meta, input_shape)
     x, photo = load_input(image, pp, input_shape, pixels=pixel_dtype(meta))
-    b = make_baseline(baseline, x, photo, pp)
+    b = np.asarray(baseline, np.float32) if given else make_baseline(baseline, x, photo, pp)
     nc = meta.get(META_PREFIX + "num_classes", "")
     if target is not None:
         check_target(target, int(nc) if nc else None)
@@ -339,7 +327,8 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
                 np.save(f, attr.astype(np.float32))
     if figure is not None:
         result.figure = figure
-        title = figure_title(result.target_label, float(probs[t]), gm.method, steps, rule, baseline, clip_percentile)
+        title = figure_title(result.target_label, float(probs[t]), gm.method, steps, rule,
+                             "array" if given else baseline, clip_percentile)
         save_png(render_figure(photo, result.saliency, title, cmap, sign, alpha), figure, protect=protect)
     return result
 

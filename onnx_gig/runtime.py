@@ -75,6 +75,20 @@ def parse_memory(text: str | int | None) -> Optional[int]:
         raise InputError(f"cannot read memory size '{text}'; use e.g. 2G or 512M") from None
 
 
+def check_threads(threads: object) -> None:
+    """``--threads``: None (all cores) or a positive whole number (0 would silently mean all cores)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise InputError(f"--threads must be a positive integer, got {threads!r}")
+
+
+def check_budget(max_memory: int | str | None) -> Optional[int]:
+    """``--max-memory`` in bytes (None: the default budget); refuses zero or a negative size in one line."""
+    budget = parse_memory(max_memory)
+    if budget is not None and budget <= 0:
+        raise InputError(f"--max-memory must be a positive size such as 2G or 512M, got {max_memory!r}")
+    return budget
+
+
 # a run that fails raises, and the caller words the error in one line: onnxruntime's own error log of it would
 # print a second, multi-line, coloured copy first
 QUIET_RUN = ort.RunOptions()
@@ -224,6 +238,10 @@ class GigModel:
 
     def __init__(self, path: str | os.PathLike, device: str = "auto", max_memory: int | str | None = None,
                  threads: Optional[int] = None) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(f"a model path is a str or os.PathLike, got {type(path).__name__}")
+        check_threads(threads)
+        budget = check_budget(max_memory)
         self.path = Path(path)
         self.metadata = read_head(self.path, graph=False).metadata  # no onnx import, no weights parsed
         if META_PREFIX + "method" not in self.metadata:
@@ -240,7 +258,7 @@ class GigModel:
         # the graph runs a run's rows as this many blocks one after another (blocks.py): a run of R rows
         # holds about ceil(R / row_blocks) rows' activations at a time
         self.row_blocks = max(1, int(self.metadata.get(META_PREFIX + "row_blocks", "1") or 1))
-        self.max_memory = parse_memory(max_memory) or default_max_memory()
+        self.max_memory = budget or default_max_memory()
         self.session = make_session(self.path, device, threads, cache=self.row_blocks > 1)
         self.provider = self.session.get_providers()[0]
         self._device_id = int(cuda_provider_options()["device_id"]) if self.provider == CUDA else 0
@@ -356,6 +374,8 @@ class GigModel:
         for got, want in zip(x.shape[1:], self.input_shape[1:]):
             if isinstance(want, int) and got != want:
                 raise InputError(f"inputs have shape {list(x.shape)}; the model expects {self.input_shape}")
+        if x.shape[0] == 0:
+            raise InputError("inputs hold no images (an empty batch)")
         if not np.isfinite(x).all():
             raise InputError("inputs contain NaN or infinity")
         return x
@@ -373,9 +393,16 @@ class GigModel:
     def _baselines(self, baselines: Any, x: np.ndarray) -> np.ndarray:
         if baselines is None:
             return np.zeros([1] * x.ndim, np.float32)
-        if np.isscalar(baselines):
-            return np.full([1] * x.ndim, baselines, np.float32)
-        b = np.asarray(baselines, np.float32)
+        if isinstance(baselines, str):
+            raise InputError(f"baselines must be a number or an array, got {baselines!r} (named baselines such as "
+                             "'blur' are made from the photo: onnx_gig.explain(..., baseline=...) or "
+                             "onnx_gig.imageio.make_baseline)")
+        b = np.asarray(baselines)
+        if b.dtype.kind not in "fiub":
+            raise InputError(f"baselines must be a number or an array of numbers, got dtype {b.dtype}")
+        b = b.astype(np.float32)
+        if b.ndim == 0:
+            b = b.reshape([1] * x.ndim)
         if b.ndim == x.ndim - 1:
             b = b[None]
         try:
@@ -395,6 +422,9 @@ class GigModel:
         x = self._check_inputs(inputs)
         b = self._baselines(baselines, x)
         t = self._targets(target, x.shape[0])
+        if internal_batch_size is not None and (isinstance(internal_batch_size, bool) or not isinstance(
+                internal_batch_size, (int, np.integer)) or internal_batch_size < 1):
+            raise InputError(f"internal_batch_size must be a positive whole number, got {internal_batch_size!r}")
         alphas, weights = schedule(n_steps, method)
         plan = self.plan(x.shape[0], n_steps, internal_batch_size, pixels=int(np.prod(x.shape[1:])))
         bar = _progress(len(plan.chunks), progress, f"{self.method} {n_steps} steps")
@@ -498,7 +528,9 @@ class GigModel:
     def attribute(self, inputs: np.ndarray, baselines: Any = None, target: Any = None, n_steps: int = DEFAULT_STEPS,
                   method: str = DEFAULT_RULE, internal_batch_size: Optional[int] = None,
                   return_convergence_delta: bool = False) -> Any:
-        """Captum-style: the attributions, and the convergence delta when asked."""
+        """Captum-style: the attributions, and the convergence delta when asked. One-input tuples, as Captum
+        writes them (``(x,)``, ``baselines=(0.0,)``), are taken as that input."""
+        inputs, baselines = (v[0] if isinstance(v, tuple) and len(v) == 1 else v for v in (inputs, baselines))
         ex = self.explain(inputs, baselines, target, n_steps, method, internal_batch_size)
         return (ex.attributions, ex.convergence_delta) if return_convergence_delta else ex.attributions
 
