@@ -75,6 +75,27 @@ def _command_in(argv: Sequence[str]) -> Optional[str]:
     return words[0] if words else None
 
 
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (poll says POLLERR), or when that cannot be asked; stdout
+    then points at devnull, so the interpreter's own flush at exit does not print a second error."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        closed = any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no real stdout: the usual cause
+        closed = True
+    if closed:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (AttributeError, OSError, ValueError):
+            pass
+    return closed
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _attach_negative_values(sys.argv[1:] if argv is None else argv)
     only = _command_in(args)
@@ -100,6 +121,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("onnx-gig: interrupted; no partial output was left (a folder run or eval into --out-dir goes on "
               "with --resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if _stdout_closed():  # `onnx-gig inspect M | head -1`: the reader left; end quietly, as `yes | head` does
+            return 128 + 13  # SIGPIPE's status in a shell
+        if a.debug:
+            traceback.print_exc()
+        print("onnx-gig: error: internal error (BrokenPipeError); rerun with --debug for the traceback and report it",
+              file=sys.stderr)
+        return 1
     except MemoryError:
         if a.debug:
             traceback.print_exc()

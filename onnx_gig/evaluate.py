@@ -37,6 +37,34 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
+def whole(name: str, value: object, least: int) -> None:
+    """``value`` is a whole number of at least ``least``, else one line naming the option ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        what = "a positive whole number" if least == 1 else f"a whole number of at least {least}"
+        raise InputError(f"{name} must be {what}, got {value!r}")
+
+
+def check_method_options(steps: object, rule: str, seed: object, threads: object = None) -> None:
+    """--steps (1..1000, as explain caps them), --rule, --seed and --threads of eval and sanity, before any work."""
+    from .api import check_steps
+    from .runtime import check_threads
+
+    check_steps(steps, rule)
+    whole("--seed", seed, 0)  # numpy's generators take no negative seed
+    check_threads(threads)
+
+
+def check_eval_options(steps: object, rule: str, seed: object, threads: object, batch_size: object,
+                       step: object = None, actors: object = None) -> None:
+    """Every number eval takes, refused in one line before any work."""
+    check_method_options(steps, rule, seed, threads)
+    whole("--batch-size", batch_size, 1)
+    if step is not None:
+        whole("--step", step, 1)
+    if actors is not None:
+        whole("--actors", actors, 1)
+
+
 @dataclass
 class EvalResult:
     """Curves and areas of every method on every image, and what produced them."""
@@ -285,6 +313,7 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     from tqdm import tqdm
 
     names = parse_methods(methods)
+    check_eval_options(steps, rule, seed, threads, batch_size, step, actors)
     parse_memory(max_memory)  # a bad size is one line here, not one per image from every worker
     own = [Path(out_dir) / "curves.png"] if out_dir is not None else []  # never its own figure
     paths, missing = collect_inputs(images, exclude=own)
@@ -392,4 +421,4 @@ def assemble(model: str, paths: Sequence[Path], missing: Sequence[tuple[str, str
                       settings=settings, seconds=seconds, maps=maps, failed=failed)
 
 
-__all__ = ["EvalPart", "EvalResult", "EvalWorker", "assemble", "collect_images", "evaluate", "load_batch"]
+__all__ = ["EvalPart", "EvalResult", "EvalWorker", "assemble", "check_eval_options", "collect_images", "evaluate", "load_batch"]

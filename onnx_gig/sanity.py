@@ -109,6 +109,8 @@ def parse_depths(text: str | Sequence[int] | None, n_layers: int, max_points: in
     if text is None:
         return default_depths(n_layers, max_points)
     items = text.split(",") if isinstance(text, str) else list(text)
+    if not any(str(item).strip() for item in items):  # '' would leave depth 0 alone: a table that checks nothing
+        raise InputError("--depths is empty; give depths like 0,1,2,all, or leave it out for the default")
     out = {0}
     for item in items:
         s = str(item).strip().lower()
@@ -171,8 +173,16 @@ class SanityResult:
             lines.append(f"| {d} | `{self.deepest(d)}` | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
+    def notes(self) -> list[str]:
+        """Lines that keep a table from being misread: the random map is 1.000 at every depth by construction."""
+        if "random" not in self.methods:
+            return []
+        return ["random: a seeded map that ignores the model, the same at every depth, so its correlation is 1 "
+                "by construction: a control for the table, not a method that passes the check"]
+
     def to_markdown(self, title: Optional[str] = None) -> str:
         s = self.settings
+        notes = [f"Note - {n}" for n in self.notes()]
         return "\n".join([
             f"# {title or 'Sanity check (cascading randomisation): ' + Path(self.model).name}", "",
             f"{len(self.images)} images, {len(self.layers)} parameterised layers randomised cumulatively from the "
@@ -180,7 +190,7 @@ class SanityResult:
             f"and the randomised model's map, mean over images (1 = unchanged). Class explained: the original "
             f"model's prediction. IG and GNL-IG: {s['steps']} {s['rule']} steps, zero baseline; seed {s['seed']}.",
             "", "## |channel sum| maps (the maps the metrics use)", "", self.table("abs"), "",
-            "## Signed channel-sum maps", "", self.table("signed"), ""])
+            "## Signed channel-sum maps", "", self.table("signed"), ""] + (notes + [""] if notes else []))
 
     def figure(self, title: str = ""):
         charts = []
@@ -217,9 +227,11 @@ def sanity_check(model: str | os.PathLike, images: Iterable[str | os.PathLike],
     """Cascading randomisation of a classifier ``model`` (the original .onnx); writes sanity.md/.csv/.png to ``out_dir``."""
     from tqdm import tqdm
 
-    from .evaluate import collect_images, load_batch
+    from .evaluate import check_method_options, collect_images, load_batch, whole
 
     names = parse_methods(methods)
+    check_method_options(steps, rule, seed, threads)
+    whole("--max-depths", max_depths, 2)  # depth 0 and all layers at least
     paths = collect_images(images)
     src = Path(model)
     proto = read_onnx(src)

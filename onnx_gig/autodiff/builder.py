@@ -47,16 +47,32 @@ def unsupported_ops(nodes: Sequence[gs.Node], wrt: gs.Tensor, targets: Sequence[
                     rules: RuleSet) -> list[gs.Node]:
     """The nodes on the differentiable path for which ``rules`` has no entry."""
     path, on_path = path_nodes(nodes, wrt, targets)
-    return [n for n in path if n.op not in rules
+    return [n for n in path if (n.op not in rules or not _standard(n))
             and any(o.name in on_path for o in n.outputs)]
+
+
+STANDARD_DOMAINS = ("", "ai.onnx")  # rules cover ONNX's own ops only: a com.example.Relu is not Relu
+
+
+def _standard(n: gs.Node) -> bool:
+    return (n.domain or "") in STANDARD_DOMAINS
+
+
+def op_label(domain: str, op: str) -> str:
+    """An op as a user would look it up: 'Relu', or 'com.example.Relu' for another domain's."""
+    return op if (domain or "") in STANDARD_DOMAINS else f"{domain}.{op}"
+
+
+def op_name(n: gs.Node) -> str:
+    return op_label(n.domain, n.op)
 
 
 def unsupported_error(missing: Sequence[gs.Node], rules: RuleSet, where: str = "", hint: str = "") -> UnsupportedOpError:
     """One line naming the first op without a rule, its node, the others missing and the supported list."""
     n = missing[0]
-    others = sorted({m.op for m in missing} - {n.op})
+    others = sorted({op_name(m) for m in missing} - {op_name(n)})
     also = f" (also unsupported here: {', '.join(others)})" if others else ""
-    return UnsupportedOpError(f"unsupported op '{n.op}' in node '{n.name or n.op}'{where} for method '{rules.name}'"
+    return UnsupportedOpError(f"unsupported op '{op_name(n)}' in node '{n.name or n.op}'{where} for method '{rules.name}'"
                               f"{also}; supported ops: {', '.join(rules.ops())}{hint}")
 
 

@@ -11,7 +11,9 @@ NAME = "inspect"
 HELP = "list a model's inputs, outputs, opset and op types, and whether each op has a rule"
 DESCRIPTION = ("Show the model's inputs, outputs and opsets, every op type with its count, whether a rule exists "
                "for it (plain `ig`; `guided` where a guided set overrides it), whether it lies on the path convert "
-               "differentiates, and the input and output convert would pick. Nothing is written.")
+               "differentiates, and the input and output convert would pick. An op of a domain other than the "
+               "standard one (ai.onnx) has no rule. For a model convert already wrote, its method and contract "
+               "instead. Nothing is written.")
 
 GUIDED_SETS = ("gnl-ig", "gnl-ig-all")
 
@@ -41,6 +43,8 @@ class Report:
     pixel_input: Optional[dict] = None              # the integer input the explained floats are cast from
     refusals: dict = field(default_factory=dict)   # rule set name -> the one line convert would print
     problem: Optional[str] = None                  # why the model cannot be normalised at all
+    converted: Optional[dict] = None               # a model convert wrote: its onnx_gig.* metadata, no prefix
+    nodes: int = 0
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -61,8 +65,11 @@ def inspect_model(path: str, input_name: Optional[str] = None, output_name: Opti
     import onnx_graphsurgeon as gs
 
     from ..autodiff import get_rule_set, path_nodes, unsupported_ops
+    from ..autodiff.builder import STANDARD_DOMAINS, op_label
     from ..errors import GigError
     from ..loader import load_model, normalise
+
+    from ..contract import META_PREFIX
 
     model = load_model(path)
     g = model.graph
@@ -71,8 +78,14 @@ def inspect_model(path: str, input_name: Optional[str] = None, output_name: Opti
                  opsets={(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import},
                  producer=" ".join(x for x in (model.producer_name, model.producer_version) if x),
                  inputs=[_value_info(i) for i in g.input if i.name not in inits],
-                 outputs=[_value_info(o) for o in g.output])
-    counts = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in g.node)
+                 outputs=[_value_info(o) for o in g.output], nodes=len(g.node))
+    meta = {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+    if "method" in meta:  # convert's own output: convert refuses it, so say what it is instead of the check
+        rep.converted = {k: _meta_value(v) for k, v in meta.items()}
+        # the contract's inputs with defaults (baseline, alphas, ...) are initializers too: list them, marked
+        rep.inputs = [{**_value_info(i), "optional": i.name in inits} for i in g.input]
+        return rep
+    counts = Counter(op_label(n.domain, n.op_type) for n in g.node)
     sets = {name: get_rule_set(name) for name in ("ig",) + GUIDED_SETS}
     plain = sets["ig"]
 
@@ -87,12 +100,15 @@ def inspect_model(path: str, input_name: Optional[str] = None, output_name: Opti
         tensors = graph.tensors()
         x, score = tensors[fg.input_name], tensors[fg.score_name]
         nodes, on_path = path_nodes(graph.nodes, x, [score])
-        path_ops = {n.op for n in nodes if any(o.name in on_path for o in n.outputs)}
+        path = [n for n in nodes if any(o.name in on_path for o in n.outputs)]
+        path_ops = {op_label(n.domain, n.op) for n in path}
         for name, rules in sets.items():
-            missing = unsupported_ops(graph.nodes, x, [score], rules)
+            blocked = {id(n) for n in unsupported_ops(graph.nodes, x, [score], rules)}  # foreign domains included
+            missing = [n for n in path if id(n) in blocked]
             if missing:
                 n = missing[0]
-                rep.refusals[name] = f"unsupported op '{n.op}' in node '{n.name}'"
+                why = f" (domain '{n.domain}' has no rules)" if (n.domain or "") not in STANDARD_DOMAINS else ""
+                rep.refusals[name] = f"unsupported op '{op_label(n.domain, n.op)}' in node '{n.name}'{why}"
         for op in path_ops - set(counts):  # ops the normaliser introduced (e.g. by opset conversion)
             counts[op] += 0
     except GigError as exc:
@@ -107,6 +123,29 @@ def inspect_model(path: str, input_name: Optional[str] = None, output_name: Opti
     return rep
 
 
+def _meta_value(text: str):
+    """A metadata value as data: JSON where it is JSON (preprocess, defaults, labels), else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _print_converted(rep: Report) -> None:
+    """A converted model's method, contract and metadata, in place of the conversion check."""
+    meta = dict(rep.converted or {})
+    print(f"this is an onnx-gig attribution model (method {meta.get('method')}, written by onnx-gig "
+          f"{meta.get('version', '?')}; {rep.nodes} nodes): convert refuses it; explain images with it "
+          f"(onnx-gig explain {rep.path} IMAGE), or convert the original classifier")
+    print("metadata (onnx_gig.*):")
+    for k, v in meta.items():
+        if k == "labels" and isinstance(v, list):
+            v = f"{len(v)} labels: " + ", ".join(f"'{x}'" for x in v[:3]) + (", ..." if len(v) > 3 else "")
+        elif not isinstance(v, str):
+            v = json.dumps(v)
+        print(f"  {k}: {v}")
+
+
 def _shape(d: dict) -> str:
     return "[" + ", ".join("?" if v is None else str(v) for v in d["shape"]) + "]"
 
@@ -116,10 +155,14 @@ def print_report(rep: Report) -> None:
     print(f"{rep.path}: IR {rep.ir_version}, opset {opsets}" + (f", made by {rep.producer}" if rep.producer else ""))
     print("inputs:")
     for i in rep.inputs:
-        print(f"  {i['name']}  {i['dtype']} {_shape(i)}")
+        print(f"  {i['name']}  {i['dtype']} {_shape(i)}" + ("  (optional: a default is in the model)"
+                                                           if i.get("optional") else ""))
     print("outputs:")
     for o in rep.outputs:
         print(f"  {o['name']}  {o['dtype']} {_shape(o)}")
+    if rep.converted is not None:
+        _print_converted(rep)
+        return
     width = max([len(r.op) for r in rep.ops] + [2])
     head = f"  {'op':<{width}}  count  {'ig':<6}" + "".join(f"  {s:<10}" for s in GUIDED_SETS) + "  on path"
     print(f"ops ({sum(r.count for r in rep.ops)} nodes; rule: plain / guided / - = none):")

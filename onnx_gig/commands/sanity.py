@@ -35,6 +35,8 @@ def run(a: argparse.Namespace) -> int:
                      steps=a.steps, rule=a.rule, seed=a.seed, device=a.device, max_memory=a.max_memory,
                      threads=a.threads, progress=sys.stderr.isatty(), title=a.title)
     print(r.table("abs"))
+    for note in r.notes():
+        print(f"note: {note}")
     print(f"{len(r.images)} images, {len(r.layers)} parameterised layers; wrote {a.out_dir}/sanity.md, sanity.csv, "
           "sanity.png")
     return 0
