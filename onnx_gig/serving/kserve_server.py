@@ -8,7 +8,8 @@ One ``kserve.Model`` per converted model, wrapping :class:`~onnx_gig.serving.ser
 - ``POST /v1/models/NAME:predict``: the top classes;
 - ``GET /v2/models/NAME``: v2 metadata; ``GET /v2/models/NAME/config``: Triton's model configuration in
   JSON (with the preprocessing and labels as parameters), so one client serves both servers;
-- health, readiness and Prometheus metrics as KServe provides them;
+- health, readiness and Prometheus metrics as KServe provides them, plus HEAD and OPTIONS on the health routes
+  (load balancers probe with HEAD); a bad request is a 400 with one line, logged in one line (no traceback);
 - ``GET /`` in a browser: the viewer page (web.py), which explains uploaded photos through
   ``POST /view/api/models/NAME/explain``.
 
@@ -18,6 +19,7 @@ worker thread, so health checks answer while a request computes.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import uuid
@@ -27,14 +29,18 @@ import numpy as np
 
 from ..errors import GigError, InputError
 from .service import GigService
+from .triton import check_name
 from .viewer import MAX_UPLOAD, Viewer
 from .web import add_viewer_routes
+
+HEALTH_ROUTES = ("/v2/health/live", "/v2/health/ready")
 
 _argv, sys.argv = sys.argv, sys.argv[:1]  # kserve.model_server parses sys.argv when imported
 try:
     import kserve
     from kserve import model_server as _model_server
-    from kserve.errors import InvalidInput, ModelNotFound
+    from kserve.errors import InvalidInput, ModelNotFound, generic_exception_handler
+    from kserve.logging import logger
     from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 finally:
     sys.argv = _argv
@@ -72,6 +78,8 @@ class GigKServeModel(kserve.Model):
                     raise InvalidInput(f"input '{inp.name}' is given twice")
                 try:
                     inputs[inp.name] = inp.as_numpy()
+                except OverflowError:  # e.g. INT64 data of 2**70
+                    raise InvalidInput(f"input '{inp.name}': a value is out of range for {inp.datatype}") from None
                 except (ValueError, TypeError) as exc:
                     raise InvalidInput(f"input '{inp.name}': {exc}") from None
             out = await self._call(self.service.infer, inputs, payload.parameters)
@@ -81,12 +89,94 @@ class GigKServeModel(kserve.Model):
             return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
                                  infer_outputs=outputs, use_binary_outputs=payload.use_binary_outputs,
                                  requested_outputs=payload.request_outputs)
-        return await self._call(self.service.predict_instances, payload)
+        return await self._call(self.service.predict_instances, _v1_body(payload, headers))
 
     async def explain(self, payload: Any, headers: Optional[dict] = None) -> Any:
         if isinstance(payload, InferRequest):
             raise InvalidInput("explain takes the v1 body {\"instances\": [...]}; use /v2/models/NAME/infer for tensors")
-        return await self._call(self.service.explain_instances, payload)
+        return await self._call(self.service.explain_instances, _v1_body(payload, headers))
+
+
+def _v1_body(payload: Any, headers: Optional[dict]) -> Any:
+    """A v1 body as JSON. KServe passes the raw bytes on when the Content-Type is not exactly a JSON type: parse
+    them when it is JSON with parameters (``application/json; charset=utf-8``), else say the type is wrong."""
+    if not isinstance(payload, (bytes, bytearray, str)):
+        return payload
+    ctype = {str(k).lower(): v for k, v in (headers or {}).items()}.get("content-type", "")
+    media = ctype.split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise InvalidInput(f"the body must be JSON sent with Content-Type: application/json, not {ctype or 'no type'}")
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500]
+
+
+async def _client_error(request: Any, exc: Exception) -> Any:
+    """A 4xx (bad request, unknown model): one line back and one INFO line in the log, no traceback (KServe logs
+    every one at ERROR with its traceback)."""
+    from fastapi.responses import JSONResponse
+
+    status = 404 if isinstance(exc, ModelNotFound) else 400
+    message = _one_line(exc)
+    logger.info("%s %s: %d %s", request.method, request.url.path, status, message)
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _raised_decoding(exc: BaseException) -> bool:
+    """Whether ``exc`` came from KServe decoding the request body (a v2 binary request whose
+    binary_data_size does not fit its shape, a header without inputs), before any model code ran."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_globals.get("__name__", "").startswith("kserve.protocol") and \
+                frame.f_code.co_name in ("decode", "decode_inference_request", "from_bytes"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+async def _decoding_error(request: Any, exc: Exception) -> Any:
+    """ValueError, TypeError, KeyError: a 400 when KServe's request decoding raised it; else KServe's 500."""
+    if _raised_decoding(exc):
+        return await _client_error(request, InvalidInput(
+            f"the request cannot be decoded ({type(exc).__name__}: {_one_line(exc)}); check the inputs' shape, "
+            "datatype and binary_data_size"))
+    return await generic_exception_handler(request, exc)
+
+
+def _add_exception_handlers(app: Any) -> None:
+    """After KServe set its own: 4xx in one line (no traceback in the log), decoding errors as 400."""
+    for kind in (InvalidInput, ModelNotFound):
+        app.add_exception_handler(kind, _client_error)
+    for kind in (ValueError, TypeError, KeyError):
+        app.add_exception_handler(kind, _decoding_error)
+
+
+def _add_health_routes(dataplane: Any) -> None:
+    """HEAD (what load balancers probe with) and OPTIONS on the health routes, which KServe serves for GET only."""
+    from fastapi.responses import Response
+
+    app = _model_server.app
+
+    async def live() -> Response:
+        return Response(status_code=200 if (await dataplane.live()).get("status") == "alive" else 503)
+
+    async def ready() -> Response:
+        return Response(status_code=200 if await dataplane.ready() else 503)
+
+    async def options() -> Response:
+        return Response(status_code=204, headers={"Allow": "GET, HEAD, OPTIONS"})
+
+    for path, head in zip(HEALTH_ROUTES, (live, ready)):
+        for endpoint, method in ((head, "HEAD"), (options, "OPTIONS")):
+            if not any(getattr(r, "path", "") == path and method in (getattr(r, "methods", None) or ())
+                       for r in app.routes):  # a second server in one process
+                app.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
 
 
 class _ModelServer(kserve.ModelServer):
@@ -100,6 +190,14 @@ class _ModelServer(kserve.ModelServer):
         rest = getattr(self, "_rest_server", None)
         if rest is not None and hasattr(rest, "config"):
             rest.config.host = self._gig_host
+        if rest is not None and hasattr(rest, "create_application"):  # it adds KServe's routes and handlers
+            create = rest.create_application
+
+            def create_application() -> None:
+                create()
+                _add_exception_handlers(_model_server.app)
+
+            rest.create_application = create_application
         super().setup_event_loop()
 
 
@@ -120,6 +218,9 @@ def build_models(paths: Sequence[str | os.PathLike], names: Optional[Sequence[st
     names = list(names or [])
     if names and len(names) != len(paths):
         raise InputError(f"{len(names)} names for {len(paths)} models; give one --name per model, or none")
+    for name in names:  # before any model loads
+        check_name(name, "a served model's name: it is one segment of the URLs /v2/models/NAME/..., so no '/' or '\\', "
+                         "not empty, '.' or '..'")
     models = [GigKServeModel(GigService(p, names[i] if names else None, device, max_memory, threads))
               for i, p in enumerate(paths)]
     seen: set[str] = set()
@@ -138,4 +239,5 @@ def serve(models: list[GigKServeModel], host: str = "127.0.0.1", port: int = 808
     add_viewer_routes(_model_server.app, Viewer([m.service for m in models], max_upload))
     server = _ModelServer(host, http_port=port, grpc_port=grpc_port or 8081, enable_grpc=grpc_port is not None,
                           workers=1, enable_docs_url=False)
+    _add_health_routes(server.dataplane)
     server.start(models)

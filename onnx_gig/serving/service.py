@@ -5,11 +5,13 @@ Two request forms:
 - ``infer``: the Open Inference Protocol (v2). Tensors named as the model's inputs (the image, and
   optionally ``baseline``, ``alphas``, ``step_weights``, ``target``) in, the model's outputs out: the same
   contract as the ONNX file and as Triton serves it. Without ``alphas``, the request parameters ``steps``
-  and ``rule`` choose the schedule (default: the model's own).
+  and ``rule`` choose the schedule (default: the model's own); other parameter names are refused, as in v1.
 - ``explain_instances``: the v1 ``:explain`` body, ``{"instances": [...], "parameters": {...}}``, where an
   instance is an encoded photo (``{"image_bytes": {"b64": ...}}``) or a preprocessed tensor, with an
-  optional ``target``. The photo is prepared exactly as ``onnx-gig explain`` prepares a file; the answer
-  holds the raw attributions, the class, the top predictions and, on request, the heatmap figure as PNG.
+  optional ``target`` (negative = the predicted class); a parameter set to null takes its default. Photos of
+  different sizes (a model with dynamic height and width) run as one batch per size. The photo is prepared
+  exactly as ``onnx-gig explain`` prepares a file; the answer holds the raw attributions, the class, the top
+  predictions and, on request, the heatmap figure as PNG.
 
 Every run goes through the converted model's contract on onnxruntime, in memory-bounded chunks of
 integration steps whose partial sums add up; one request runs at a time per model (the memory budget is
@@ -32,17 +34,18 @@ from ..contract import probabilities
 from ..errors import GigError, InputError
 from ..heatmap import CMAPS, png_bytes, render_figure, saliency_map
 from ..imageio import BASELINE_KINDS, load_input, make_baseline
-from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, RULES, schedule
+from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, MAX_STEPS, RULES, schedule
 from ..runtime import QUIET_RUN, GigModel
 from .signature import Signature, read_signature
 from .triton import config_dict, config_json, default_name
 
 # the inputs a request may set (the ones a converted model has): the image, then these
 HANDLED_INPUTS = ("baseline", "alphas", "step_weights", "target", "attributions_in")
-MAX_STEPS = 1000
 MAX_IMAGES = 64  # images in one request
 ATTRIBUTION_FORMATS = ("list", "b64", "none")
 V1_PARAMETERS = ("steps", "rule", "baseline", "target", "heatmap", "attributions", "top", "cmap")
+V2_PARAMETERS = ("steps", "rule")  # the schedule, when no alphas/step_weights are sent
+PROTOCOL_PARAMETERS = ("binary_data_output",)  # the v2 binary extension's own, read by KServe
 
 
 def _plain(value: Any) -> Any:
@@ -138,6 +141,30 @@ class GigService:
             raise InputError(f"{what} contains NaN or infinity")
         return x
 
+    def _target(self, t: Any) -> int:
+        """One v1 class index: 0 to classes - 1, or any negative number for the predicted class (as v2's)."""
+        top = (self.num_classes or 10 ** 9) - 1
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t > top:
+            raise InputError(f"target must be a whole number up to {top} (negative = the predicted class), got {t!r}")
+        return max(int(t), -1)
+
+    def run_instances(self, xs: Sequence[np.ndarray], baselines: Optional[Sequence[np.ndarray]], alphas: np.ndarray,
+                      weights: np.ndarray, targets: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        """run_contract over images of any sizes: one run per size (a model with dynamic height and width keeps
+        each photo's aspect, as batch.attribute_items does); each image's outputs, in the order given."""
+        by_size: dict[tuple, list[int]] = {}
+        for i, x in enumerate(xs):
+            by_size.setdefault(x.shape, []).append(i)
+        per: list[dict[str, np.ndarray]] = [{} for _ in xs]
+        for idx in by_size.values():
+            x = np.stack([xs[i] for i in idx])
+            b = np.zeros([1] * x.ndim, np.float32) if baselines is None else np.stack([baselines[i] for i in idx])
+            t = np.asarray([targets[i] for i in idx], np.int64)
+            out = self.run_contract(x, b.astype(np.float32), alphas, weights, t)
+            for k, i in enumerate(idx):
+                per[i] = {name: v[k] for name, v in out.items()}
+        return per
+
     def _check_target(self, t: Any, n: int) -> np.ndarray:
         t = np.atleast_1d(np.asarray(t))
         if t.dtype.kind not in "iu" or t.ndim != 1 or t.size not in (1, n):
@@ -158,6 +185,11 @@ class GigService:
     def infer(self, inputs: Mapping[str, np.ndarray], parameters: Any = None) -> dict[str, np.ndarray]:
         """The v2 infer call: the model's inputs by name in, all its outputs by name out."""
         params = _plain(parameters) or {}
+        if not isinstance(params, Mapping):
+            raise InputError('"parameters" must be a JSON object')
+        unknown = sorted(set(params) - set(V2_PARAMETERS) - set(PROTOCOL_PARAMETERS))
+        if unknown:
+            raise InputError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(V2_PARAMETERS)}")
         image = self.gm.input_name
         known = {image, *self.signature.optional_inputs} & {image, *HANDLED_INPUTS}
         unknown = sorted(set(inputs) - known)
@@ -168,7 +200,9 @@ class GigService:
         x = self._check_image(np.asarray(inputs[image]), f"input '{image}'")
         n = x.shape[0]
         b = np.asarray(inputs.get("baseline", np.zeros([1] * x.ndim, np.float32)))
-        if b.dtype.kind != "f" or b.ndim != x.ndim or not np.isfinite(b).all():
+        with np.errstate(over="ignore", invalid="ignore"):  # finite in float32, the type the model runs in
+            finite = b.dtype.kind == "f" and bool(np.isfinite(b.astype(np.float32)).all())
+        if not finite or b.ndim != x.ndim:
             raise InputError(f"baseline must be a finite float tensor of rank {x.ndim}, broadcastable to the image")
         try:
             if np.broadcast_shapes(b.shape, x.shape) != x.shape:
@@ -187,7 +221,11 @@ class GigService:
             if alphas.ndim != 1 or alphas.shape != weights.shape or not 1 <= alphas.size <= MAX_STEPS \
                     or alphas.dtype.kind != "f" or weights.dtype.kind != "f":
                 raise InputError(f"alphas and step_weights must be float vectors of one length (1 to {MAX_STEPS})")
-            alphas, weights = alphas.astype(np.float32), weights.astype(np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):
+                alphas, weights = alphas.astype(np.float32), weights.astype(np.float32)
+            if not (np.isfinite(alphas).all() and np.isfinite(weights).all()):  # 1e39 is infinity in float32
+                raise InputError("alphas and step_weights must be finite float32 numbers "
+                                 "(no NaN, infinity or beyond 3.4e38)")
         else:
             alphas, weights = self._schedule(params.get("steps"), params.get("rule"))
         out = self.run_contract(x, b, alphas, weights, t)
@@ -205,12 +243,11 @@ class GigService:
         """The v1 predict call: the top classes of each instance (one cheap step, no integration)."""
         instances, params = self._instances(body)
         top = _whole(params.get("top", 5), "top", 1, self.num_classes or 10 ** 6)
-        x = np.stack([inst[0] for inst in instances])
-        out = self.run_contract(x, np.zeros([1] * x.ndim, np.float32), np.ones(1, np.float32),
-                                np.zeros(1, np.float32), np.asarray([-1], np.int64))
+        outs = self.run_instances([inst[0] for inst in instances], None, np.ones(1, np.float32),
+                                  np.zeros(1, np.float32), [-1] * len(instances))
         preds = []
-        for i, (_, _, _, key) in enumerate(instances):
-            ranked = top_json(probabilities(out["scores"][i], self.gm.probability), self.labels, top)
+        for (_, _, _, key), out in zip(instances, outs):
+            ranked = top_json(probabilities(out["scores"], self.gm.probability), self.labels, top)
             p = {"class": ranked[0]["class"], "label": ranked[0]["label"], "top": ranked}
             if key is not None:
                 p["key"] = key
@@ -222,7 +259,7 @@ class GigService:
         """The v1 explain call: attributions for each instance, and the heatmap figure when asked."""
         instances, params = self._instances(body)
         steps = self.default_steps if params.get("steps") is None else _whole(params["steps"], "steps", 1, MAX_STEPS)
-        rule = params.get("rule", DEFAULT_RULE)
+        rule = params.get("rule", DEFAULT_RULE)  # absent or null: the default (_instances drops nulls)
         alphas, weights = self._schedule(steps, rule)
         kind = params.get("baseline", "zeros")
         if kind not in BASELINE_KINDS:  # never a server-side file path
@@ -241,19 +278,19 @@ class GigService:
         targets = []
         for _, _, t, _ in instances:
             t = default_target if t is None else t
-            targets.append(-1 if t is None else _whole(t, "target", 0, (self.num_classes or 10 ** 9) - 1))
-        x = np.stack([inst[0] for inst in instances])
-        b = np.stack([make_baseline(kind, inst[0], inst[1], self.preprocess) for inst in instances]).astype(np.float32)
-        out = self.run_contract(x, b, alphas, weights, np.asarray(targets, np.int64))
+            targets.append(-1 if t is None else self._target(t))
+        xs = [inst[0] for inst in instances]
+        bs = [make_baseline(kind, inst[0], inst[1], self.preprocess) for inst in instances]
+        outs = self.run_instances(xs, bs, alphas, weights, targets)
         results = []
-        for i, (_, photo, _, key) in enumerate(instances):
-            attr = out["attributions"][i]
-            t = int(out["target_class"][i])
-            probs = probabilities(out["scores"][i], self.gm.probability)
+        for (_, photo, _, key), out in zip(instances, outs):
+            attr = out["attributions"]
+            t = int(out["target_class"])
+            probs = probabilities(out["scores"], self.gm.probability)
             r: dict[str, Any] = {
                 "target": t, "label": label_of(self.labels, t), "probability": float(probs[t]),
-                "target_score": float(out["target_score"][i]), "baseline_score": float(out["baseline_score"][i]),
-                "convergence_delta": float(attr.sum(dtype=np.float64) - (out["target_score"][i] - out["baseline_score"][i])),
+                "target_score": float(out["target_score"]), "baseline_score": float(out["baseline_score"]),
+                "convergence_delta": float(attr.sum(dtype=np.float64) - (out["target_score"] - out["baseline_score"])),
                 "top": top_json(probs, self.labels, top),
             }
             if key is not None:
@@ -285,10 +322,11 @@ class GigService:
         unknown = sorted(set(params) - set(V1_PARAMETERS))
         if unknown:
             raise InputError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(V1_PARAMETERS)}")
+        params = {k: v for k, v in params.items() if v is not None}  # null: the parameter's default
         items = body["instances"]
         if not 1 <= len(items) <= MAX_IMAGES:
             raise InputError(f"send 1 to {MAX_IMAGES} instances per request, got {len(items)}")
-        return [self._instance(item, i) for i, item in enumerate(items)], dict(params)
+        return [self._instance(item, i) for i, item in enumerate(items)], params
 
     def _instance(self, item: Any, i: int) -> tuple[np.ndarray, Any, Any, Any]:
         target = key = None
@@ -298,8 +336,10 @@ class GigService:
             if extra:
                 raise InputError(f"instance {i}: unknown field(s) {', '.join(extra)}")
             if "image_bytes" in item or "b64" in item:
-                encoded = item["image_bytes"]["b64"] if isinstance(item.get("image_bytes"), Mapping) else item.get("b64")
-                x, photo = self._decode_photo(encoded, i)
+                photo_field = item["image_bytes"] if "image_bytes" in item else item
+                if not isinstance(photo_field, Mapping) or "b64" not in photo_field:
+                    raise InputError(f'instance {i}: image_bytes must be {{"b64": "<the photo as base64>"}}')
+                x, photo = self._decode_photo(photo_field["b64"], i)
                 return x, photo, target, key
             if "tensor" not in item:
                 raise InputError(f'instance {i}: give "image_bytes": {{"b64": ...}} or "tensor": [...]')

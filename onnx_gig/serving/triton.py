@@ -187,6 +187,13 @@ def default_name(model: str | os.PathLike) -> str:
     return Path(model).stem
 
 
+def check_name(name: str, what: str) -> str:
+    """``name`` if it can be one path segment (a repository folder, a model's part of a URL); else one line."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise InputError(f"'{name}' cannot be {what}")
+    return name
+
+
 def _external_files(model_path: Path) -> list[str]:
     proto = onnx.load(str(model_path), load_external_data=False)
     files = []
@@ -208,8 +215,7 @@ def write_repository(model: str | os.PathLike, repository: str | os.PathLike, na
     src = Path(model)
     sig = read_signature(src)
     name = name or default_name(src)
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise InputError(f"'{name}' cannot be a Triton model name (it is a folder name in the repository)")
+    check_name(name, "a Triton model name (it is a folder name in the repository)")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise InputError(f"--version must be a positive whole number, got {version!r}")
     folder = Path(repository) / name

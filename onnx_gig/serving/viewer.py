@@ -33,6 +33,7 @@ from .service import MAX_STEPS, GigService, top_json
 
 MAX_UPLOAD = 20 << 20  # bytes of one uploaded photo, unless the server is told otherwise
 CACHE_SIZE = 16  # attributions kept for redrawing
+CLIP_RANGE = (50.0, 100.0)  # percentiles the clip option takes (the page's slider spans the same)
 VIEW_PARAMETERS = ("steps", "rule", "baseline", "target", "clip", "sign", "alpha", "cmap", "top")
 
 
@@ -88,7 +89,7 @@ def parse_request(query: Mapping[str, str], service: GigService) -> ViewRequest:
     return ViewRequest(
         steps=_number(query, "steps", service.default_steps, 1, MAX_STEPS, whole=True), rule=rule,
         baseline=baseline, target=None if target < 0 else target,
-        clip=_number(query, "clip", DEFAULT_CLIP, 50.0, 100.0, whole=False), sign=sign,
+        clip=_number(query, "clip", DEFAULT_CLIP, *CLIP_RANGE, whole=False), sign=sign,
         alpha=_number(query, "alpha", DEFAULT_ALPHA, 0.0, 1.0, whole=False), cmap=cmap,
         top=_number(query, "top", 5, 1, min(classes, 100), whole=True))
 
@@ -130,7 +131,8 @@ class Viewer:
                             "input_shape": [d if isinstance(d, int) else str(d) for d in s.gm.input_shape]}
                            for s in self.services.values()],
                 "baselines": list(BASELINE_KINDS), "signs": list(SIGNS), "rules": list(RULES), "max_steps": MAX_STEPS,
-                "max_upload": self.max_upload, "default_clip": DEFAULT_CLIP, "default_alpha": DEFAULT_ALPHA}
+                "max_upload": self.max_upload, "clip_range": list(CLIP_RANGE), "default_clip": DEFAULT_CLIP,
+                "default_alpha": DEFAULT_ALPHA}
 
     def explain(self, name: str, data: bytes, query: Mapping[str, str]) -> dict:
         """Explain one uploaded photo with model ``name``; the answer the page draws (JSON-ready)."""

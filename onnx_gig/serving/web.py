@@ -2,7 +2,8 @@
 
 - ``GET /``: the page for a browser (``Accept: text/html``); for anything else KServe's own answer,
   ``{"status": "alive"}``, so liveness probes and JSON clients see no change;
-- ``GET /view``: the page, whatever the Accept header; ``GET /view/static/FILE``: its script and style;
+- ``GET /view``: the page, whatever the Accept header (``/view/`` redirects to it, relatively, so a path
+  prefix in front of the server is kept); ``GET /view/static/FILE``: its script and style;
 - ``GET /view/api/models``: the served models and the options the page offers;
 - ``POST /view/api/models/NAME/explain?steps=..&baseline=..&target=..&clip=..&alpha=..``: the photo's
   bytes as the body (at most ``max_upload`` bytes: 413 beyond), JSON back; errors are ``{"error": line}``
@@ -20,7 +21,7 @@ from importlib import resources
 from typing import Any
 
 from fastapi import Request  # KServe's web framework (onnx-gig[serve]); module level for FastAPI's annotations
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from ..errors import GigError, InputError
 from .viewer import Viewer
@@ -43,8 +44,24 @@ def static_bytes(name: str) -> bytes:
 
 
 def wants_html(accept: str) -> bool:
-    """Whether an Accept header asks for a page (browsers list text/html; curl and probes send */* or JSON)."""
-    return "text/html" in (accept or "").lower()
+    """Whether an Accept header asks for a page: text/html listed, with a q-value above 0 and at least that of
+    JSON (browsers list text/html first; curl and probes send */* or JSON)."""
+    html_q = json_q = 0.0
+    for part in (accept or "").lower().split(","):
+        media, *params = [p.strip() for p in part.split(";")]
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if media == "text/html":
+            html_q = max(html_q, q)
+        elif media == "application/json" or media.endswith("+json"):
+            json_q = max(json_q, q)
+    return html_q > 0 and html_q >= json_q
 
 
 def add_viewer_routes(app: Any, viewer: Viewer) -> None:
@@ -62,6 +79,9 @@ def add_viewer_routes(app: Any, viewer: Viewer) -> None:
 
     async def view() -> Response:
         return page()
+
+    async def view_slash() -> Response:
+        return RedirectResponse("../view", status_code=307)  # relative: keeps a path prefix (a proxy's) in front
 
     async def static(name: str) -> Response:
         if name not in STATIC:
@@ -98,8 +118,9 @@ def add_viewer_routes(app: Any, viewer: Viewer) -> None:
 
     ours = lambda r: getattr(getattr(r, "endpoint", None), "__module__", "") == __name__  # noqa: E731
     app.router.routes[:] = [r for r in app.router.routes if not ours(r)]  # a second server in one process
-    for path, endpoint, methods in (("/", root, ["GET"]), ("/view", view, ["GET"]),
-                                    ("/view/static/{name}", static, ["GET"]), ("/view/api/models", models, ["GET"]),
+    get = ["GET", "HEAD"]
+    for path, endpoint, methods in (("/", root, get), ("/view", view, get), ("/view/", view_slash, get),
+                                    ("/view/static/{name}", static, get), ("/view/api/models", models, get),
                                     ("/view/api/models/{model_name}/explain", explain, ["POST"])):
         app.add_api_route(path, endpoint, methods=methods, include_in_schema=False)
     app.router.routes.sort(key=lambda r: not ours(r))  # first: Starlette answers with the first match

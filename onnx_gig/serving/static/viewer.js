@@ -254,6 +254,7 @@ async function init() {
   $("baseline").replaceChildren(...state.config.baselines.map((b) => new Option(b, b)));
   $("sign").replaceChildren(...state.config.signs.map((s) => new Option(s === "all" ? "all (signed)" : s, s)));
   $("steps").max = String(state.config.max_steps);
+  if (state.config.clip_range) [$("clip").min, $("clip").max] = state.config.clip_range.map(String);
   $("clip").value = String(state.config.default_clip);
   $("clip-out").textContent = $("clip").value;
   $("alpha").value = String(state.config.default_alpha);
