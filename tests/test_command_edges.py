@@ -15,25 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_gig import convert
 from test_eval import tiny_cnn, write_photos
+from test_inspect_export import MODULE  # Net and build(); the classes below add the ways exports go wrong
 
-TINYNETS = textwrap.dedent('''
-    import torch
-    import torch.nn as nn
-
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, padding=1)
-            self.fc = nn.Linear(4, 5)
-
-        def forward(self, x):
-            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
-
-
-    def build():
-        return Net()
-
+TINYNETS = MODULE + textwrap.dedent('''
 
     class Noisy(Net):
         def forward(self, x):

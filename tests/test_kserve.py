@@ -8,6 +8,7 @@ stopped with SIGTERM (killed if it does not stop) and every wait is bounded.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import importlib.util
 import io
@@ -20,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -78,13 +80,12 @@ def small_gig(tmp_path_factory):
     return convert(src, folder / "small_gig.onnx").path
 
 
-@pytest.fixture(scope="module")
-def server(small_gig, demo_gig, tmp_path_factory):
-    need_installed("kserve")
+@contextlib.contextmanager
+def running_server(args: list, log: Path) -> Iterator[str]:
+    """``onnx-gig serve ARGS`` on 127.0.0.1 and a free port, its output in ``log``: its URL once it answers ready;
+    stopped after."""
     port = free_port()
-    log = tmp_path_factory.mktemp("log") / "server.log"
-    cmd = [sys.executable, "-m", "onnx_gig.cli", "serve", str(small_gig), str(demo_gig), "--name", "small",
-           "--name", "demo", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    cmd = [sys.executable, "-m", "onnx_gig.cli", "serve", *map(str, args), "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -104,6 +105,14 @@ def server(small_gig, demo_gig, tmp_path_factory):
         yield url
     finally:
         stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def server(small_gig, demo_gig, tmp_path_factory):
+    need_installed("kserve")
+    with running_server([small_gig, demo_gig, "--name", "small", "--name", "demo", "--device", "cpu"],
+                        tmp_path_factory.mktemp("log") / "server.log") as url:
+        yield url
 
 
 def local(model: Path, photo: Path, target, **kw):

@@ -17,11 +17,10 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import stop_server
 from onnx_gig import convert, explain
 from onnx_gig.quadrature import DEFAULT_RULE
 from onnx_gig.serving.service import decode_tensor, encode_photo
-from test_kserve import PHOTOS, ROOT, START_TIMEOUT, TOL, free_port, http, need_installed, rel
+from test_kserve import PHOTOS, ROOT, TOL, free_port, http, need_installed, rel, running_server
 
 CAT, CAMERA = PHOTOS[0], PHOTOS[2]  # 451 x 300 and 512 x 512: two shapes for a model that keeps the aspect
 TENSOR = {"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": [0.25] * 192}
@@ -70,29 +69,9 @@ def dynamic_gig(tmp_path_factory):
 def served(dynamic_gig, tmp_path_factory):
     """(base URL, server log path) of ``onnx-gig serve`` with the dynamic model named 'dyn'."""
     need_installed("kserve")
-    port = free_port()
     log = tmp_path_factory.mktemp("log") / "server.log"
-    cmd = [sys.executable, "-m", "onnx_gig.cli", "serve", str(dynamic_gig), "--name", "dyn", "--port", str(port),
-           "--device", "cpu"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-            try:
-                if http("GET", url + "/v2/health/ready", timeout=2)[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not get ready in {START_TIMEOUT} s")
-            time.sleep(0.3)
+    with running_server([dynamic_gig, "--name", "dyn", "--device", "cpu"], log) as url:
         yield url, log
-    finally:
-        stop_server(proc)
 
 
 # -- 1. photos of different shapes in one request ------------------------------------------------------------------
