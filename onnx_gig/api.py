@@ -283,7 +283,7 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     model_path = model.path if isinstance(model, GigModel) else Path(model)
     figure = (Path(out) if out is not None else Path.cwd() / (Path(image).stem + "_gig.png")) if draw else None
     npy = Path(save_npy) if save_npy is not None else None
-    given = isinstance(baseline, np.ndarray)  # an array in the model's input layout, as a .npy baseline holds
+    given = not isinstance(baseline, (str, os.PathLike))  # an array in the model's input layout, as a .npy holds
     protect = [image, model_path] + ([baseline] if not given and Path(str(baseline)).is_file() else [])
     if figure is not None and npy is not None and os.path.abspath(figure) == os.path.abspath(npy):
         raise InputError(f"the figure and --save-npy both point at {figure}; give them different paths")
@@ -297,7 +297,7 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
         gm, (meta, input_shape) = None, _peek_gig_model(model_path)
     pp = preprocess_from(meta, input_shape)
     x, photo = load_input(image, pp, input_shape, pixels=pixel_dtype(meta))
-    b = np.asarray(baseline, np.float32) if given else make_baseline(baseline, x, photo, pp)
+    b = baseline if given else make_baseline(baseline, x, photo, pp)  # an array: GigModel checks it
     nc = meta.get(META_PREFIX + "num_classes", "")
     if target is not None:
         check_target(target, int(nc) if nc else None)

@@ -400,7 +400,8 @@ class GigModel:
         b = np.asarray(baselines)
         if b.dtype.kind not in "fiub":
             raise InputError(f"baselines must be a number or an array of numbers, got dtype {b.dtype}")
-        b = b.astype(np.float32)
+        with np.errstate(over="ignore"):  # 1e39 becomes inf, refused below in one line
+            b = b.astype(np.float32)
         if b.ndim == 0:
             b = b.reshape([1] * x.ndim)
         if b.ndim == x.ndim - 1:

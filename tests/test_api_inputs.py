@@ -29,11 +29,12 @@ def test_captum_one_input_tuples_are_that_input(gm, batch):
     np.testing.assert_array_equal(gm.attribute((batch[:1],), baselines=(0.5,), n_steps=4), plain)
 
 
-def test_an_array_baseline_for_explain_is_used_as_given(demo_gig, tmp_path):
+@pytest.mark.parametrize("kind", ["ndarray", "scalar", "list"])
+def test_an_array_baseline_for_explain_is_used_as_given(demo_gig, tmp_path, kind):
     photo = MODELS / "images" / "chelsea.png"
     zeros = onnx_gig.explain(demo_gig, photo, steps=4, draw=False, device="cpu")
-    array = onnx_gig.explain(demo_gig, photo, steps=4, baseline=np.zeros((3, 224, 224), np.float32),
-                             out=tmp_path / "fig.png", device="cpu")
+    given = {"ndarray": np.zeros((3, 224, 224), np.float32), "scalar": 0.0, "list": [[[0.0]], [[0.0]], [[0.0]]]}[kind]
+    array = onnx_gig.explain(demo_gig, photo, steps=4, baseline=given, out=tmp_path / "fig.png", device="cpu")
     np.testing.assert_array_equal(array.attributions, zeros.attributions)  # "zeros" is zeros in model space
     assert (tmp_path / "fig.png").is_file()
 
@@ -59,8 +60,8 @@ def test_attribute_refuses_in_one_line(gm, batch, kwargs, says):
 
 @pytest.mark.parametrize("kwargs,says", [({"path": 123}, "str or os.PathLike"),
                                          ({"max_memory": -1}, "--max-memory"), ({"threads": -3}, "--threads")])
-def test_gigmodel_refuses_bad_arguments_before_reading_the_model(demo_gig, kwargs, says):
-    kwargs = {"path": demo_gig, **kwargs}
+def test_gigmodel_refuses_bad_arguments_before_reading_the_model(tmp_path, kwargs, says):
+    kwargs = {"path": tmp_path / "not_there.onnx", **kwargs}  # a missing model would be the error otherwise
     with pytest.raises(GigError, match=says):
         onnx_gig.GigModel(**kwargs)
 

@@ -167,7 +167,8 @@ def _first_sentence(exc: BaseException, limit: int = 200) -> str:
     cut = text.rfind(". ", 0, limit)
     if cut > limit // 3:
         return text[:cut + 1]
-    return text[:text.rfind(" ", 0, limit)].rstrip(",;:") + " ..."
+    cut = text.rfind(" ", 0, limit)
+    return (text[:cut] if cut > limit // 3 else text[:limit]).rstrip(",;:") + " ..."
 
 
 def _load_problem(exc: BaseException) -> str:

@@ -38,19 +38,9 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def check_options(a: argparse.Namespace) -> None:
-    """Numbers Triton cannot take, refused before anything is copied (--max-batch-size and --version are checked
-    by write_repository)."""
-    from ..errors import InputError
-
-    if a.max_queue_delay_us < 0:
-        raise InputError(f"--max-queue-delay-us must be 0 or more microseconds, got {a.max_queue_delay_us}")
-
-
 def run(a: argparse.Namespace) -> int:
     from ..serving.triton import write_repository
 
-    check_options(a)
     r = write_repository(a.model, a.repository, a.name, a.max_batch_size, a.device, a.version,
                          a.max_queue_delay_us, overwrite=a.force)
     print(f"wrote {r.model} and {r.config}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 import uuid
@@ -39,8 +40,8 @@ _argv, sys.argv = sys.argv, sys.argv[:1]  # kserve.model_server parses sys.argv 
 try:
     import kserve
     from kserve import model_server as _model_server
-    from kserve.errors import InvalidInput, ModelNotFound, generic_exception_handler
-    from kserve.logging import logger
+    from kserve.errors import InferenceError, InvalidInput, ModelNotFound
+    from kserve import errors as _kserve_errors
     from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 finally:
     sys.argv = _argv
@@ -66,8 +67,10 @@ class GigKServeModel(kserve.Model):
     async def _call(self, fn, *args):
         try:
             return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-        except GigError as exc:
+        except InputError as exc:  # the request's fault: 400
             raise InvalidInput(str(exc)) from None
+        except GigError as exc:  # the model's (NaN attributions, a failed run): 500, logged as KServe logs errors
+            raise InferenceError(str(exc)) from None
 
     async def predict(self, payload: Any, headers: Optional[dict] = None,
                       response_headers: Optional[dict] = None) -> Any:
@@ -123,7 +126,7 @@ async def _client_error(request: Any, exc: Exception) -> Any:
 
     status = 404 if isinstance(exc, ModelNotFound) else 400
     message = _one_line(exc)
-    logger.info("%s %s: %d %s", request.method, request.url.path, status, message)
+    logging.getLogger("kserve").info("%s %s: %d %s", request.method, request.url.path, status, message)
     return JSONResponse({"error": message}, status_code=status)
 
 
@@ -146,7 +149,13 @@ async def _decoding_error(request: Any, exc: Exception) -> Any:
         return await _client_error(request, InvalidInput(
             f"the request cannot be decoded ({type(exc).__name__}: {_one_line(exc)}); check the inputs' shape, "
             "datatype and binary_data_size"))
-    return await generic_exception_handler(request, exc)
+    handler = getattr(_kserve_errors, "generic_exception_handler", None)
+    if handler is not None:
+        return await handler(request, exc)
+    from fastapi.responses import JSONResponse  # a KServe without it: the same 500, logged with its traceback
+
+    logging.getLogger("kserve").exception("%s %s: 500", request.method, request.url.path)
+    return JSONResponse({"error": f"{type(exc).__name__} : {_one_line(exc)}"}, status_code=500)
 
 
 def _add_exception_handlers(app: Any) -> None:

@@ -45,7 +45,9 @@ MAX_IMAGES = 64  # images in one request
 ATTRIBUTION_FORMATS = ("list", "b64", "none")
 V1_PARAMETERS = ("steps", "rule", "baseline", "target", "heatmap", "attributions", "top", "cmap")
 V2_PARAMETERS = ("steps", "rule")  # the schedule, when no alphas/step_weights are sent
-PROTOCOL_PARAMETERS = ("binary_data_output",)  # the v2 binary extension's own, read by KServe
+# parameters of the protocol, not of the model: the binary extension's (read by KServe) and those Triton's
+# clients send with a request's options (timeout, priority, sequences), accepted and left to the server
+PROTOCOL_PARAMETERS = ("binary_data_output", "timeout", "priority", "sequence_id", "sequence_start", "sequence_end")
 
 
 def _plain(value: Any) -> Any:
