@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotations only: explain runs without importing onnx
     import onnx
 
 from .contract import META_PREFIX, pixel_dtype, probabilities, softmax  # noqa: F401 - softmax: the API as before
-from .errors import GigError, InputError, ModelError, SizeRejected
+from .errors import GigError, InputError, ModelError, SizeRejected, whole_number
 from .fileio import atomic_path, check_output
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options, render_figure, save_png, saliency_map
 from .imageio import (DYNAMIC_SHORT_SIDE, METADATA_KEY, Preprocess, as_pixels, guess_preprocess,  # noqa: F401
@@ -275,8 +275,7 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     check_map_options(clip_percentile, sign, alpha, cmap)
     if target is not None:
         check_target(target)
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
-        raise InputError(f"top must be a positive whole number of classes to list, got {top!r}")
+    whole_number(top, "top")
     budget = check_budget(max_memory)
     check_threads(threads)
 
@@ -357,8 +356,7 @@ def figure_title(label: str, prob: float, method: str, steps: int, rule: str, ba
 
 def check_steps(steps: object, rule: str = DEFAULT_RULE) -> None:
     """A whole number of steps in 1..MAX_STEPS that ``rule`` accepts; refused before anything is allocated."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise InputError(f"--steps must be a positive whole number (default {DEFAULT_STEPS}), got {steps!r}")
+    whole_number(steps, "--steps")
     if steps > MAX_STEPS:
         raise InputError(f"--steps {steps} is too many: at most {MAX_STEPS} (the default {DEFAULT_STEPS} is usually "
                          "enough; IG changes little past a few hundred)")

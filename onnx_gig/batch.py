@@ -17,7 +17,7 @@ from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from .errors import GigError, InputError, SizeRejected
+from .errors import GigError, InputError, SizeRejected, whole_number
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
 from .imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
@@ -159,8 +159,7 @@ class ExplainOptions:
         if str(self.baseline).strip().lower() not in BASELINE_KINDS and not Path(str(self.baseline)).is_file():
             raise InputError(f"--baseline {self.baseline}: neither one of {', '.join(BASELINE_KINDS)} nor a .npy "
                              "file here")
-        if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
-            raise InputError(f"top must be a positive whole number, got {self.top!r}")
+        whole_number(self.top, "top")
         check_map_options(self.clip_percentile, self.sign, self.alpha, self.cmap)
 
 
@@ -319,16 +318,15 @@ def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.P
     files, missing = paths if isinstance(paths, Inputs) else collect_inputs(paths)
     if not files and not missing:
         raise InputError("no images given")
-    if batch_images is not None and (isinstance(batch_images, bool) or not isinstance(batch_images, int)
-                                     or batch_images < 1):
-        raise InputError(f"batch_images must be a positive whole number, got {batch_images!r}")
+    if batch_images is not None:
+        whole_number(batch_images, "batch_images")
     options.check()
     from .api import check_budget, check_threads
 
     budget = check_budget(max_memory)
     check_threads(threads)
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise InputError(f"--workers must be a positive whole number, got {workers!r}")
+    if workers is not None:
+        whole_number(workers, "--workers")
     return _iterate(model, files, missing, options, batch_images, device, budget, threads, workers, progress)
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .errors import GigError, InputError
+from .errors import GigError, InputError, whole_number
 from .heatmap import png_bytes
 from .journal import recorded_outputs
 from .writer import ResultWriter, draw_figure
@@ -125,8 +125,8 @@ def plan_actors(ray: Any, actors: Optional[int], threads: Optional[int], device:
     Each actor reserves ``threads`` CPUs, so Ray never runs more onnxruntime threads than cores.
     """
     for name, v in (("--actors", actors), ("--threads", threads)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise InputError(f"{name} must be a positive whole number, got {v!r}")
+        if v is not None:
+            whole_number(v, name)
     res = ray.cluster_resources()
     cpus, gpus = max(1, int(res.get("CPU", 1))), int(res.get("GPU", 0))
     node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [cpus])
@@ -280,8 +280,7 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
     import_ray()  # before any work: a missing extra is one line
     options = options or ExplainOptions()
     options.check()
-    if isinstance(batch_images, bool) or not isinstance(batch_images, int) or batch_images < 1:
-        raise InputError(f"batch_images must be a positive whole number, got {batch_images!r}")
+    whole_number(batch_images, "batch_images")
     files, missing = paths if isinstance(paths, Inputs) else collect_inputs(paths, exclude=recorded_outputs(out_dir))
     if not files:
         raise InputError("no images found: " + "; ".join(f"{n}: {why}" for n, why in missing))

@@ -17,7 +17,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from .batch import collect_inputs
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, whole_number
 from .heatmap import save_png
 from .imageio import DYNAMIC_SHORT_SIDE, Preprocess, load_input, make_baseline
 from .metrics import DEFAULT_BATCH, OnnxForward, blur, deletion, image_hw, insertion, read_onnx
@@ -37,20 +37,13 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def whole(name: str, value: object, least: int) -> None:
-    """``value`` is a whole number of at least ``least``, else one line naming the option ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        what = "a positive whole number" if least == 1 else f"a whole number of at least {least}"
-        raise InputError(f"{name} must be {what}, got {value!r}")
-
-
 def check_method_options(steps: object, rule: str, seed: object, threads: object = None) -> None:
     """--steps (1..1000, as explain caps them), --rule, --seed and --threads of eval and sanity, before any work."""
     from .api import check_steps
     from .runtime import check_threads
 
     check_steps(steps, rule)
-    whole("--seed", seed, 0)  # numpy's generators take no negative seed
+    whole_number(seed, "--seed", 0)  # numpy's generators take no negative seed
     check_threads(threads)
 
 
@@ -58,11 +51,11 @@ def check_eval_options(steps: object, rule: str, seed: object, threads: object, 
                        step: object = None, actors: object = None) -> None:
     """Every number eval takes, refused in one line before any work."""
     check_method_options(steps, rule, seed, threads)
-    whole("--batch-size", batch_size, 1)
+    whole_number(batch_size, "--batch-size", 1)
     if step is not None:
-        whole("--step", step, 1)
+        whole_number(step, "--step", 1)
     if actors is not None:
-        whole("--actors", actors, 1)
+        whole_number(actors, "--actors", 1)
 
 
 @dataclass

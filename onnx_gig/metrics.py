@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from .contract import probabilities
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, whole_number
 from .imageio import gaussian_blur
 
 Forward = Callable[[np.ndarray], np.ndarray]
@@ -183,8 +183,7 @@ def perturbation_curve(forward: Forward, start: np.ndarray, end: np.ndarray, sal
     order = pixel_order(saliency)
     if order.size != h * w:
         raise InputError(f"the map is {list(np.shape(saliency))} but the image is {h}x{w}")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise InputError(f"batch size must be a positive integer, got {batch_size!r}")
+    whole_number(batch_size, "batch size")
     counts = step_counts(h * w, w if step is None else step)
     rank = np.empty(h * w, np.int64)
     rank[order] = np.arange(h * w)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, whole_number
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 DEFAULT_RULE = "gausslegendre"
@@ -19,8 +19,7 @@ MAX_STEPS = 1000  # IG settles long before; Gauss-Legendre nodes for more take s
 
 def schedule(n_steps: int = DEFAULT_STEPS, method: str = DEFAULT_RULE) -> tuple[np.ndarray, np.ndarray]:
     """Return (alphas, weights) as float32 arrays: IG ~ (x - b) * sum_k w_k grad(b + alpha_k (x - b))."""
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-        raise InputError(f"the number of steps must be a positive integer, got {n_steps!r}")
+    whole_number(n_steps, "the number of steps")
     if n_steps > MAX_STEPS:
         raise InputError(f"{n_steps} steps is too many: at most {MAX_STEPS} (the default {DEFAULT_STEPS} is usually "
                          "enough; IG changes little past a few hundred)")

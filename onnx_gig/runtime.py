@@ -19,7 +19,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import onnxruntime as ort
 
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, whole_number
 from .contract import META_PREFIX, OUTPUTS, pixel_dtype, probability_kind
 from .modelhead import read_head
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
@@ -77,8 +77,8 @@ def parse_memory(text: str | int | None) -> Optional[int]:
 
 def check_threads(threads: object) -> None:
     """``--threads``: None (all cores) or a positive whole number (0 would silently mean all cores)."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
-        raise InputError(f"--threads must be a positive integer, got {threads!r}")
+    if threads is not None:
+        whole_number(threads, "--threads")
 
 
 def check_budget(max_memory: int | str | None) -> Optional[int]:
@@ -423,9 +423,8 @@ class GigModel:
         x = self._check_inputs(inputs)
         b = self._baselines(baselines, x)
         t = self._targets(target, x.shape[0])
-        if internal_batch_size is not None and (isinstance(internal_batch_size, bool) or not isinstance(
-                internal_batch_size, (int, np.integer)) or internal_batch_size < 1):
-            raise InputError(f"internal_batch_size must be a positive whole number, got {internal_batch_size!r}")
+        if internal_batch_size is not None:
+            whole_number(internal_batch_size, "internal_batch_size")
         alphas, weights = schedule(n_steps, method)
         plan = self.plan(x.shape[0], n_steps, internal_batch_size, pixels=int(np.prod(x.shape[1:])))
         bar = _progress(len(plan.chunks), progress, f"{self.method} {n_steps} steps")

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, whole_number
 from .heatmap import save_png
 from .methods import METHODS, attribute, converted, graphs_needed, maps_of, parse_methods, random_map
 from .metrics import read_onnx, spearman
@@ -227,11 +227,11 @@ def sanity_check(model: str | os.PathLike, images: Iterable[str | os.PathLike],
     """Cascading randomisation of a classifier ``model`` (the original .onnx); writes sanity.md/.csv/.png to ``out_dir``."""
     from tqdm import tqdm
 
-    from .evaluate import check_method_options, collect_images, load_batch, whole
+    from .evaluate import check_method_options, collect_images, load_batch
 
     names = parse_methods(methods)
     check_method_options(steps, rule, seed, threads)
-    whole("--max-depths", max_depths, 2)  # depth 0 and all layers at least
+    whole_number(max_depths, "--max-depths", 2)  # depth 0 and all layers at least
     paths = collect_images(images)
     src = Path(model)
     proto = read_onnx(src)

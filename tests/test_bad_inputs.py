@@ -453,7 +453,7 @@ CASES = [
     explain_case("max-memory-negative", CAT_, "--max-memory=-2G", needles=["--max-memory must be a positive size"]),
     explain_case("max-memory-unreadable", CAT_, "--max-memory", "lots",
                  needles=["cannot read memory size 'lots'", "2G"]),
-    explain_case("threads-zero", CAT_, "--threads", "0", needles=["--threads must be a positive integer"]),
+    explain_case("threads-zero", CAT_, "--threads", "0", needles=["--threads must be a positive whole number"]),
     explain_case("baseline-unknown", CAT_, "--baseline", "purple", needles=["unknown baseline 'purple'", "zeros"]),
     explain_case("baseline-wrong-shape", CAT_, "--baseline", "@shape.npy", needles=["does not match the input shape"]),
     explain_case("max-memory-below-one-step", CAT_, "--max-memory", "1K", "--out", "f.png", ok=True,

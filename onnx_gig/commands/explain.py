@@ -72,10 +72,9 @@ def _many(a: argparse.Namespace) -> bool:
 def run(a: argparse.Namespace) -> int:
     check_ray_options(a)
     if a.workers is not None:  # a one-image run has one session, a Ray run --actors: refuse, never ignore
-        from ..errors import InputError
+        from ..errors import InputError, whole_number
 
-        if a.workers < 1:
-            raise InputError(f"--workers must be a positive whole number, got {a.workers}")
+        whole_number(a.workers, "--workers")
         if a.ray is not None:
             raise InputError("--workers sets the sessions of a one-process run; with --ray, --actors sets the Ray "
                              "actors")

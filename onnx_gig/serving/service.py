@@ -31,7 +31,7 @@ import numpy as np
 
 from ..api import figure_title, label_of, top_classes
 from ..contract import probabilities
-from ..errors import GigError, InputError
+from ..errors import GigError, InputError, whole_number
 from ..heatmap import CMAPS, png_bytes, render_figure, saliency_map
 from ..imageio import BASELINE_KINDS, load_input, make_baseline
 from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, MAX_STEPS, RULES, schedule
@@ -70,9 +70,7 @@ def top_json(probs: np.ndarray, labels: Optional[Sequence[str]], k: int) -> list
 
 
 def _whole(value: Any, what: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise InputError(f"{what} must be a whole number from {low} to {high}, got {value!r}")
-    return int(value)
+    return whole_number(value, what, low, high)
 
 
 class GigService:

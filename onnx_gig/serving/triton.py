@@ -28,7 +28,7 @@ from typing import Any, Optional
 import onnx
 from google.protobuf import text_encoding
 
-from ..errors import InputError, ModelError
+from ..errors import InputError, ModelError, whole_number
 from ..contract import META_PREFIX
 from .signature import Signature, TensorSpec, read_signature
 
@@ -216,10 +216,8 @@ def write_repository(model: str | os.PathLike, repository: str | os.PathLike, na
     sig = read_signature(src)
     name = name or default_name(src)
     check_name(name, "a Triton model name (it is a folder name in the repository)")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InputError(f"--version must be a positive whole number, got {version!r}")
-    if isinstance(max_queue_delay_us, bool) or not isinstance(max_queue_delay_us, int) or max_queue_delay_us < 0:
-        raise InputError(f"--max-queue-delay-us must be 0 or more microseconds, got {max_queue_delay_us!r}")
+    whole_number(version, "--version")
+    whole_number(max_queue_delay_us, "--max-queue-delay-us (microseconds)", 0)
     folder = Path(repository) / name
     version_dir = folder / str(version)
     if version_dir.exists() and not overwrite:
