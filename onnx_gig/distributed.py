@@ -247,7 +247,7 @@ class RaySummary:
     startup_seconds: float  # until the first result: Ray start or connection, actors and their sessions
     failures: list
     tables: list
-    workers: dict  # actor process id -> images it explained (a restarted actor is a new process)
+    workers: dict  # actor process id -> images it handled, failed ones included (a restarted actor is a new process)
     resumed: int = 0  # images an earlier run had explained (--resume): not run again
 
     @property

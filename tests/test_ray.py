@@ -201,7 +201,7 @@ def test_cli_ray_starts_a_local_ray(demo_gig, folder, tmp_path):
     out = tmp_path / "cli"
     p = run_cli("explain", demo_gig, folder, "--ray", "--actors", "1", "--steps", STEPS, "--out-dir", out, "--npy")
     assert p.returncode == 3, p.stderr  # SOME_FAILED: the broken file
-    assert "broken.png" in p.stderr and "1 Ray actors" in p.stdout and f"{len(PHOTOS)} explained" in p.stdout
+    assert "broken.png" in p.stderr and "1 Ray actor x" in p.stdout and f"{len(PHOTOS)} explained" in p.stdout
     assert len(rows(out)) == len(PHOTOS) + 1
     assert len(list(out.glob("*_gig.png"))) == len(list(out.glob("*.npy"))) == len(PHOTOS)
 

@@ -171,8 +171,9 @@ def run_ray(a: argparse.Namespace, inputs, options, out_dir: str, protect: list)
               f"results.csv and results.jsonl in {out_dir}")
         return SOME_FAILED if s.failed else 0
     npy = " and .npy files" if a.npy else ""
-    print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed on {s.actors} Ray actors x {s.threads} "
-          f"threads in {s.seconds:.1f} s ({s.startup_seconds:.1f} s to the first result, "
-          f"then {s.images_per_second:.2f} images/s); wrote {_count(s.explained - s.resumed, 'figure')}{npy}, "
-          f"results.csv and results.jsonl in {out_dir}")
+    ran = s.explained + s.failed - s.resumed
+    rate = f", then {s.images_per_second:.2f} images/s" if ran > 1 else ""  # no rate from one image
+    print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed on {_count(s.actors, 'Ray actor')} x "
+          f"{s.threads} threads in {s.seconds:.1f} s ({s.startup_seconds:.1f} s to the first result{rate}); wrote "
+          f"{_count(s.explained - s.resumed, 'figure')}{npy}, results.csv and results.jsonl in {out_dir}")
     return SOME_FAILED if s.failed else 0
