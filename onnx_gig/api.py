@@ -20,27 +20,16 @@ if TYPE_CHECKING:  # annotations only: explain runs without importing onnx
     import onnx
 
 from .contract import META_PREFIX, pixel_dtype, probabilities, softmax  # noqa: F401 - softmax: the API as before
-from .errors import GigError, InputError, ModelError, SizeRejected, whole_number
+from .errors import GigError, InputError, ModelError, SizeRejected, first_line, whole_number
 from .fileio import atomic_path, check_output
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options, render_figure, save_png, saliency_map
 from .imageio import (DYNAMIC_SHORT_SIDE, METADATA_KEY, Preprocess, as_pixels, guess_preprocess,  # noqa: F401
                       load_input, make_baseline, preprocess_from)
 from .modelhead import check_external_refs, read_head
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, MAX_STEPS, RULES, schedule
-from .runtime import GigModel, check_budget, check_threads, parse_memory  # noqa: F401 - the API's checks
+from .runtime import GigModel, check_budget, check_threads, ort_errors, parse_memory  # noqa: F401 - the API's checks
 
 LABELS_KEY = META_PREFIX + "labels"
-
-
-def _ort_errors() -> tuple[type[BaseException], ...]:
-    """onnxruntime's own exception types (they derive from Exception, not RuntimeError)."""
-    try:
-        from onnxruntime.capi import onnxruntime_pybind11_state as state
-    except ImportError:  # pragma: no cover - onnxruntime is a dependency
-        return ()
-    names = ("Fail", "InvalidArgument", "RuntimeException", "InvalidGraph", "NotImplemented", "EPFail",
-             "EngineError", "NoSuchFile", "NoModel", "InvalidProtobuf", "ModelLoaded", "NotFound")
-    return tuple(getattr(state, n) for n in names if isinstance(getattr(state, n, None), type))
 
 
 def default_output(model: str | os.PathLike) -> Path:
@@ -241,8 +230,8 @@ def run_explain(gm: GigModel, x: np.ndarray, b: np.ndarray, target: Optional[int
         return gm.explain(x, b, target, steps, rule, progress=progress)
     except GigError:
         raise
-    except _ort_errors() as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    except ort_errors() as exc:
+        first = first_line(exc)
         first = _ORIGINAL_NODE.sub("", first)  # the path copy's node is the classifier's own node
         if gm.dynamic_size and _SHAPE_TROUBLE.search(first):
             raise SizeRejected(f"onnxruntime failed while running {gm.path}: {first} (the input was "

@@ -21,7 +21,7 @@ from .errors import GigError, InputError, SizeRejected, whole_number
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
 from .imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
-from .runtime import GigModel
+from .runtime import GigModel, check_budget, check_threads
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
 MAX_BATCH_IMAGES = 64  # images in flight at most by default: the progress bar moves, results stream out
@@ -321,8 +321,6 @@ def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.P
     if batch_images is not None:
         whole_number(batch_images, "batch_images")
     options.check()
-    from .api import check_budget, check_threads
-
     budget = check_budget(max_memory)
     check_threads(threads)
     if workers is not None:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .errors import GigError, InputError, whole_number
+from .errors import GigError, InputError, first_line, whole_number
 from .heatmap import png_bytes
 from .journal import recorded_outputs
 from .writer import ResultWriter, draw_figure
@@ -94,7 +94,7 @@ def ray_session(address: Optional[str] = None, num_cpus: Optional[int] = None) -
                 ray.init(address=address, **kw)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             ray.shutdown()  # whatever a failed start left running (a no-op when nothing started)
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise GigError(f"cannot connect to the Ray cluster at {address}: {first}") from None
     log, ctx = logging.getLogger("ray.data"), ray.data.DataContext.get_current()
     saved = log.level, ctx.enable_progress_bars
@@ -274,7 +274,8 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
     """
     from tqdm import tqdm
 
-    from .api import _peek_gig_model, check_budget, check_threads
+    from .api import _peek_gig_model
+    from .runtime import check_budget, check_threads
     from .batch import ExplainOptions, ImageResult, Inputs, collect_inputs
 
     import_ray()  # before any work: a missing extra is one line

@@ -1,5 +1,5 @@
 """User-facing errors: each one prints as a single readable line from the CLI; and the whole-number check
-every option and argument shares."""
+every option and argument shares, and the first line of any exception for such a line."""
 from __future__ import annotations
 
 from numbers import Integral
@@ -25,6 +25,12 @@ class InputError(GigError):
 class SizeRejected(ModelError):
     """A model with dynamic sizes failed on an input's size (a stride it needs, a merge of two branches): that
     image's failure, not the run's."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first line (``limit`` characters at most), or its type's name when it says nothing."""
+    text = str(exc).strip().splitlines()
+    return text[0][:limit] if text else type(exc).__name__
 
 
 def whole_number(value: object, name: str, low: int = 1, high: Optional[int] = None) -> int:

@@ -218,8 +218,8 @@ def explained_scores(graph: onnx.GraphProto, output: str) -> tuple[str, str]:
         node = producer[probe]
         if node.op_type in _RESHAPES:
             probe = node.input[0]
-        elif node.op_type in ("Mul", "Div") and _positive_scale(node, graph) is not None:
-            probe = node.input[_positive_scale(node, graph)]
+        elif node.op_type in ("Mul", "Div") and (data := _positive_scale(node, graph)) is not None:
+            probe = node.input[data]
         elif node.op_type == "Log" and node.input[0] in producer and producer[node.input[0]].op_type == "Softmax":
             probe = node.input[0]
         else:

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from .contract import probabilities
-from .errors import InputError, ModelError, whole_number
+from .errors import InputError, ModelError, first_line, whole_number
 from .imageio import gaussian_blur
 
 Forward = Callable[[np.ndarray], np.ndarray]
@@ -50,9 +50,8 @@ class OnnxForward:
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, output: Optional[str] = None,
                  device: str = "auto", threads: Optional[int] = None) -> None:
-        from .api import _ort_errors
         from .contract import META_PREFIX, probability_kind
-        from .runtime import QUIET_RUN, make_session
+        from .runtime import QUIET_RUN, make_session, ort_errors
 
         proto = model if isinstance(model, onnx.ModelProto) else read_onnx(model)
         meta = {p.key: p.value for p in proto.metadata_props}
@@ -70,7 +69,7 @@ class OnnxForward:
         self.probability = probability_kind(meta)  # softmax, or sigmoid for a converted sigmoid head
         pruned = forward_only(proto, self.input_name, self.output_name)
         self.session = make_session(pruned.SerializeToString(), device, threads)
-        self._quiet, self._ort_errors = QUIET_RUN, _ort_errors()  # a failed run: one line, no runtime log
+        self._quiet, self._ort_errors = QUIET_RUN, ort_errors()  # a failed run: one line, no runtime log
         self.calls = 0  # forward passes run so far (the tests count them)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -79,7 +78,7 @@ class OnnxForward:
             (out,) = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)},
                                       self._quiet)
         except self._ort_errors as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ModelError(f"onnxruntime failed on a batch of {list(np.shape(batch))}: {first}") from None
         return out.reshape(out.shape[0], -1)
 

@@ -12,6 +12,7 @@ import onnx
 from onnx import TensorProto
 
 from .errors import ModelError
+from .errors import first_line as _first_line
 from .modelhead import NOT_ONNX, check_external_refs, check_model_file
 
 
@@ -83,5 +84,4 @@ def check_external_data(model: onnx.ModelProto, path: str | os.PathLike) -> None
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's text (200 characters at most), for one-line errors."""
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else "no details"
+    return _first_line(exc, 200)

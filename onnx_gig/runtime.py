@@ -19,7 +19,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import onnxruntime as ort
 
-from .errors import InputError, ModelError, whole_number
+from .errors import InputError, ModelError, first_line, whole_number
 from .contract import META_PREFIX, OUTPUTS, pixel_dtype, probability_kind
 from .modelhead import read_head
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
@@ -89,6 +89,17 @@ def check_budget(max_memory: int | str | None) -> Optional[int]:
     return budget
 
 
+def ort_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's own exception types (they derive from Exception, not RuntimeError)."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        return ()
+    names = ("Fail", "InvalidArgument", "RuntimeException", "InvalidGraph", "NotImplemented", "EPFail",
+             "EngineError", "NoSuchFile", "NoModel", "InvalidProtobuf", "ModelLoaded", "NotFound")
+    return tuple(getattr(state, n) for n in names if isinstance(getattr(state, n, None), type))
+
+
 # a run that fails raises, and the caller words the error in one line: onnxruntime's own error log of it would
 # print a second, multi-line, coloured copy first
 QUIET_RUN = ort.RunOptions()
@@ -153,7 +164,7 @@ def make_session(model: str | os.PathLike | bytes, device: str = "auto",
                 sess = ort.InferenceSession(src, sess_options=session_options(threads), providers=providers)
     except Exception as exc:
         sys.stderr.write(text())
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(f"onnxruntime cannot load the model: {first}") from None
     captured = text()
     if want_cuda and sess.get_providers()[0] != CUDA:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..errors import GigError, InputError
+from ..errors import GigError, InputError, first_line
 
 NAME = "export"
 HELP = "export a PyTorch classifier (package.module:factory) to ONNX with a dynamic batch axis"
@@ -229,7 +229,7 @@ def export_module(module, output: str | os.PathLike, input_size: Sequence[int] =
         except GigError:
             raise
         except Exception as exc:  # noqa: BLE001 - the exporters raise many types
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise GigError(f"torch.onnx.export failed: {first}") from None
         model = onnx.load(str(tmp))
         inits = {i.name for i in model.graph.initializer}  # below opset 9 the weights are graph inputs too

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import onnx
 
-from ..errors import InputError, ModelError
+from ..errors import InputError, ModelError, first_line
 from ..quadrature import DEFAULT_RULE, DEFAULT_STEPS, schedule
 from ..runtime import Explanation, default_max_memory, parse_memory
 from .signature import read_signature
@@ -123,7 +123,7 @@ class OpenVinoGigModel:
         try:
             self.compiled = core.compile_model(ov_model, device, config)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ModelError(f"OpenVINO cannot compile {self.path}: {first}") from None
         if len(self.compiled.inputs) != len(self.input_names):
             raise ModelError(f"OpenVINO sees {len(self.compiled.inputs)} inputs in {self.path}, expected "
