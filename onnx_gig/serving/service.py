@@ -69,10 +69,6 @@ def top_json(probs: np.ndarray, labels: Optional[Sequence[str]], k: int) -> list
     return [{"class": c, "label": name, "probability": p} for c, name, p in top_classes(probs, labels, k)]
 
 
-def _whole(value: Any, what: str, low: int, high: int) -> int:
-    return whole_number(value, what, low, high)
-
-
 class GigService:
     """One converted model behind a server: the v2 contract, v1 explain/predict, and Triton's config."""
 
@@ -175,7 +171,7 @@ class GigService:
         return t.astype(np.int64)
 
     def _schedule(self, steps: Any, rule: Any) -> tuple[np.ndarray, np.ndarray]:
-        steps = self.default_steps if steps is None else _whole(steps, "steps", 1, MAX_STEPS)
+        steps = self.default_steps if steps is None else whole_number(steps, "steps", 1, MAX_STEPS)
         rule = DEFAULT_RULE if rule is None else rule
         if rule not in RULES:
             raise InputError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
@@ -242,7 +238,7 @@ class GigService:
     def predict_instances(self, body: Any) -> dict:
         """The v1 predict call: the top classes of each instance (one cheap step, no integration)."""
         instances, params = self._instances(body)
-        top = _whole(params.get("top", 5), "top", 1, self.num_classes or 10 ** 6)
+        top = whole_number(params.get("top", 5), "top", 1, self.num_classes or 10 ** 6)
         outs = self.run_instances([inst[0] for inst in instances], None, np.ones(1, np.float32),
                                   np.zeros(1, np.float32), [-1] * len(instances))
         preds = []
@@ -258,7 +254,7 @@ class GigService:
     def explain_instances(self, body: Any) -> dict:
         """The v1 explain call: attributions for each instance, and the heatmap figure when asked."""
         instances, params = self._instances(body)
-        steps = self.default_steps if params.get("steps") is None else _whole(params["steps"], "steps", 1, MAX_STEPS)
+        steps = self.default_steps if params.get("steps") is None else whole_number(params["steps"], "steps", 1, MAX_STEPS)
         rule = params.get("rule", DEFAULT_RULE)  # absent or null: the default (_instances drops nulls)
         alphas, weights = self._schedule(steps, rule)
         kind = params.get("baseline", "zeros")
@@ -273,7 +269,7 @@ class GigService:
         cmap = params.get("cmap", "inferno")
         if cmap not in CMAPS:
             raise InputError(f"unknown cmap {cmap!r}; choose one of {', '.join(CMAPS)}")
-        top = _whole(params.get("top", 5), "top", 1, self.num_classes or 10 ** 6)
+        top = whole_number(params.get("top", 5), "top", 1, self.num_classes or 10 ** 6)
         default_target = params.get("target")
         targets = []
         for _, _, t, _ in instances:
