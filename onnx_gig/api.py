@@ -223,9 +223,10 @@ def top_classes(probs: np.ndarray, labels: Optional[Sequence[str]], k: int) -> l
     return [(int(c), label_of(labels, int(c)), float(probs[c])) for c in np.argsort(-probs)[:k]]
 
 
-def run_explain(gm: GigModel, x: np.ndarray, b: np.ndarray, target: Optional[int], steps: int, rule: str,
+def run_explain(gm: GigModel, x: np.ndarray, b: np.ndarray, target: Optional[int] | np.ndarray, steps: int, rule: str,
                 progress: bool = False):
-    """``gm.explain`` with onnxruntime's own failures as one readable :class:`ModelError`."""
+    """``gm.explain`` (``target``: one class, one per image, or None) with onnxruntime's own failures as one
+    readable :class:`ModelError`."""
     try:
         return gm.explain(x, b, target, steps, rule, progress=progress)
     except GigError:

@@ -9,9 +9,10 @@ calls ``explain_arrays`` on its share of the items.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
@@ -22,6 +23,7 @@ from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
 from .imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel, check_budget, check_threads
+from .targets import TargetTable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
 MAX_BATCH_IMAGES = 64  # images in flight at most by default: the progress bar moves, results stream out
@@ -140,6 +142,7 @@ class ExplainOptions:
     """Everything one image's explanation needs besides the model: the integration and the figure."""
 
     target: Optional[int] = None
+    targets: Optional[TargetTable | str | os.PathLike] = None  # one class per image: a file, or what read_targets made
     steps: int = DEFAULT_STEPS
     rule: str = DEFAULT_RULE
     baseline: str = "zeros"
@@ -156,6 +159,14 @@ class ExplainOptions:
         check_steps(self.steps, self.rule)
         if self.target is not None:
             check_target(self.target, num_classes)
+        if self.targets is not None:
+            if self.target is not None:
+                raise InputError("--target explains one class in every image, --targets one class per image: give one")
+            if isinstance(self.targets, TargetTable):
+                self.targets.check(num_classes)
+            elif not isinstance(self.targets, (str, os.PathLike)):
+                raise InputError(f"targets is a file's path or what onnx_gig.targets.read_targets returns, got "
+                                 f"{type(self.targets).__name__}")
         if str(self.baseline).strip().lower() not in BASELINE_KINDS and not Path(str(self.baseline)).is_file():
             raise InputError(f"--baseline {self.baseline}: neither one of {', '.join(BASELINE_KINDS)} nor a .npy "
                              "file here")
@@ -251,13 +262,21 @@ def attribute_items(gm: GigModel, loaded: list[tuple[ImageResult, np.ndarray]], 
     pp = gm.preprocess
     labels = gm.labels
     by_size: dict[tuple, list[tuple[ImageResult, np.ndarray]]] = {}
+    wanted: dict[int, int] = {}  # --targets: each image's class
     for r, x in loaded:
+        if options.targets is not None:
+            try:
+                wanted[id(r)] = options.targets.lookup(r.path)
+            except InputError as exc:
+                r.error, r.photo = str(exc), None
+                continue
         by_size.setdefault(x.shape, []).append((r, x))
     for group in by_size.values():
         xs, photos = [x for _, x in group], [r.photo for r, _ in group]
+        target = options.target if options.targets is None else np.asarray([wanted[id(r)] for r, _ in group])
         try:
             ex = run_explain(gm, np.stack(xs), baselines(options.baseline, xs, photos, pp),
-                             options.target, options.steps, options.rule)
+                             target, options.steps, options.rule)
         except SizeRejected as exc:  # a model with dynamic sizes may reject some sizes only: those images fail
             for r, _ in group:
                 r.error, r.photo = str(exc), None
@@ -277,6 +296,23 @@ def attribute_items(gm: GigModel, loaded: list[tuple[ImageResult, np.ndarray]], 
             r.target_score, r.baseline_score = float(scores[0]), float(scores[1])
             r.top = top_classes(probs, labels, options.top)
             r.convergence_delta = float(deltas[k]) if gm.method == "ig" else None
+
+
+def with_targets(options: ExplainOptions, model: str | os.PathLike | GigModel) -> ExplainOptions:
+    """``options`` with a targets file named by path read (class names resolved by ``model``'s labels)."""
+    if not isinstance(options.targets, (str, os.PathLike)):
+        return options
+    from .targets import read_targets
+
+    if isinstance(model, GigModel):
+        labels = model.labels
+    else:
+        from .api import _peek_gig_model
+        from .contract import META_PREFIX
+
+        raw = _peek_gig_model(Path(model))[0].get(META_PREFIX + "labels")
+        labels = json.loads(raw) if raw else None
+    return replace(options, targets=read_targets(options.targets, labels))
 
 
 def _shared_baseline(kind: str) -> bool:
@@ -314,13 +350,16 @@ def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.P
     raises a :class:`GigError`, a bad image never does. ``paths`` may be what ``collect_inputs`` returned,
     taken as it is (the result indices are then exactly that listing's).
     """
-    options = options or ExplainOptions()
-    files, missing = paths if isinstance(paths, Inputs) else collect_inputs(paths)
+    options = with_targets(options or ExplainOptions(), model)
+    options.check()
+    listed = isinstance(paths, Inputs)  # the caller's listing, perhaps what is left of a run (--resume)
+    files, missing = paths if listed else collect_inputs(paths)
     if not files and not missing:
         raise InputError("no images given")
+    if options.targets is not None and not listed:
+        options.targets.check_covers(files)  # the wrong file: refused, not a failure per image
     if batch_images is not None:
         whole_number(batch_images, "batch_images")
-    options.check()
     budget = check_budget(max_memory)
     check_threads(threads)
     if workers is not None:

@@ -63,7 +63,11 @@ def fingerprint(model: str | os.PathLike, options: Any, *, figures: bool, npy: b
     """The run's identity: the model's contents and every option that shows in its outputs, as drawn."""
     from .heatmap import default_cmap
 
-    opts = dataclasses.asdict(options)
+    targets = getattr(options, "targets", None)
+    opts = dataclasses.asdict(dataclasses.replace(options, targets=None) if targets is not None else options)
+    opts.pop("targets", None)  # absent unless given: runs recorded before --targets existed still resume
+    if targets is not None:  # a targets file is named by its contents, as a baseline file is
+        opts["targets"] = f"file sha256 {getattr(targets, 'digest', None) or file_digest(targets)}"
     base = str(opts.get("baseline")).strip()
     if base and Path(base).is_file():  # a baseline file is named by its contents
         opts["baseline"] = f"file sha256 {file_digest(base)}"

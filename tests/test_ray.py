@@ -105,6 +105,24 @@ def test_same_files_as_one_process(cluster, demo_gig, folder, tmp_path):
         assert a.shape == b.shape and np.abs(a - b).max() <= 2
 
 
+def test_targets_file_on_ray_as_in_one_process(cluster, demo_gig, folder, tmp_path):
+    """--targets on Ray: the actors explain each image's class from the file, as one process does."""
+    names = sorted(p.name for p in PHOTOS)
+    labels = tmp_path / "val.txt"
+    labels.write_text("".join(f"{n} {100 + k}\n" for k, n in enumerate(names)))
+    options = ExplainOptions(steps=STEPS, targets=str(labels))
+    local = {Path(r.path).name: r for r in explain_many(demo_gig, [str(folder)], options, device="cpu") if r.ok}
+    explain_ray(demo_gig, [str(folder)], options, tmp_path / "ray", address=cluster.address, actors=2,
+                batch_images=1, npy=True, device="cpu")
+    got = {Path(r["image"]).name: r for r in rows(tmp_path / "ray")}
+    assert {n: int(got[n]["target"]) for n in names} == {n: 100 + k for k, n in enumerate(names)}
+    assert got["broken.png"]["error"]  # unreadable: named, the others written
+    for n in names:
+        assert local[n].target == 100 + names.index(n)
+        np.testing.assert_allclose(np.load(tmp_path / "ray" / (Path(n).stem + ".npy")), local[n].attributions,
+                                   rtol=0, atol=1e-6)
+
+
 def actor_pids() -> list[int]:
     """Processes whose title is a GigActor's (Ray sets it; the test finds them as ps would)."""
     pids = []

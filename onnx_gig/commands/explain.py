@@ -36,6 +36,11 @@ def configure(e: argparse.ArgumentParser) -> None:
                                       "no batch dim)")
     e.add_argument("--out-dir", metavar="DIR", help="write figures and results.csv/.jsonl here (default with several "
                                                     "inputs: the current folder)")
+    e.add_argument("--targets", metavar="FILE",
+                   help="several inputs: explain each image's class as FILE gives it (a dataset's labels: "
+                        "'name class' lines as ImageNet's val.txt, a CSV/TSV with image and label columns, or a "
+                        "JSON object; a class is an index or one of the model's labels; images are matched by "
+                        "path, file name or stem). Images it does not name fail (exit 3)")
     e.add_argument("--npy", action="store_true", help="with several inputs or --out-dir: also write each image's raw "
                                                       "attributions as DIR/<stem>.npy")
     g = e.add_argument_group("the map (the raw attributions and .npy files are never clipped)")
@@ -66,7 +71,7 @@ def _many(a: argparse.Namespace) -> bool:
     """Folder mode: several inputs, a folder or glob, --out-dir, --npy or --resume; else the one-image path of old."""
     one = len(a.inputs) == 1 and not os.path.isdir(a.inputs[0]) and (os.path.exists(a.inputs[0])
                                                                     or not any(c in a.inputs[0] for c in "*?["))
-    return not one or a.out_dir is not None or a.npy or a.ray is not None or a.resume
+    return not one or a.out_dir is not None or a.npy or a.ray is not None or a.resume or a.targets is not None
 
 
 def run(a: argparse.Namespace) -> int:
@@ -91,11 +96,12 @@ def run(a: argparse.Namespace) -> int:
 
 
 def options_of(a: argparse.Namespace):
-    """The CLI's options as the API's ExplainOptions."""
-    from ..batch import ExplainOptions
+    """The CLI's options as the API's ExplainOptions (a --targets file read, its class names by the model's labels)."""
+    from ..batch import ExplainOptions, with_targets
 
-    return ExplainOptions(target=a.target, steps=a.steps, rule=a.rule, baseline=a.baseline,
-                          clip_percentile=a.clip_percentile, sign=a.sign, cmap=a.cmap, alpha=a.alpha)
+    return with_targets(ExplainOptions(target=a.target, targets=a.targets, steps=a.steps, rule=a.rule,
+                                       baseline=a.baseline, clip_percentile=a.clip_percentile, sign=a.sign,
+                                       cmap=a.cmap, alpha=a.alpha), a.model)
 
 
 def results_of(a: argparse.Namespace, inputs, options):
@@ -124,7 +130,10 @@ def run_many(a: argparse.Namespace) -> int:
         raise InputError("no images found: " + "; ".join(f"{n}: {why}" for n, why in missing))
     options = options_of(a)
     options.check()
-    protect = [a.model] + ([a.baseline] if os.path.isfile(a.baseline) else [])
+    if options.targets is not None:
+        options.targets.check_covers(files)
+    protect = [a.model] + ([a.baseline] if os.path.isfile(a.baseline) else []) + \
+        ([a.targets] if a.targets is not None else [])
     if a.ray is not None:
         return run_ray(a, inputs, options, out_dir, protect)
     with ResultWriter(out_dir, npy=a.npy, overwrite=a.force, options=options,

@@ -1,0 +1,159 @@
+"""--targets: one class per image from a dataset's label file, in the forms datasets ship them.
+
+The oracle for the attributions is the one-image path: each image's .npy from a folder run with --targets
+equals ``explain --target K`` on that image alone.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import MODELS
+from onnx_gig import ExplainOptions, explain, explain_many
+from onnx_gig.errors import InputError
+from onnx_gig.targets import read_targets
+
+PHOTOS = MODELS / "images"
+LABELS = (MODELS / "imagenet_classes.txt").read_text().splitlines()
+STEPS = 2
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "onnx_gig.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def rows(out: Path) -> dict[str, dict]:
+    with open(out / "results.csv", newline="", encoding="utf-8") as f:
+        return {Path(r["image"]).name: r for r in csv.DictReader(f)}
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name, text", [
+    ("val.txt", "# ImageNet's val.txt\ncat.png 281\n\nsub/cup.png 968\n"),
+    ("names.txt", "cat.png tabby cat\nsub/cup.png CUP\n"),                      # labels with spaces, any case
+    ("spaces.txt", "cat.png 281\nsub/cup.png 968\n"),
+    ("t.csv", "split,file_name,class_name\nval,cat.png,\"tabby, tabby cat\"\nval,sub/cup.png,968\n"),
+    ("t.tsv", "image\tlabel\ncat.png\t281\nsub/cup.png\tcup\n"),
+    ("odd_header.csv", "picture,what\ncat.png,281\nsub/cup.png,968\n"),          # a header of other names
+    ("t.json", json.dumps({"cat.png": 281, "sub/cup.png": "cup"})),
+    ("pairs.json", json.dumps([["cat.png", "tabby"], ["sub/cup.png", 968]])),
+])
+def test_the_forms_datasets_ship_their_labels_in(tmp_path, name, text):
+    table = read_targets(write(tmp_path / name, text), LABELS)
+    assert table.lookup(tmp_path / "cat.png") == 281
+    assert table.lookup(tmp_path / "sub" / "cup.png") == 968
+
+
+def test_a_byte_order_mark_and_a_name_with_spaces(tmp_path):
+    f = tmp_path / "bom.txt"
+    f.write_bytes("\ufeffmy photo.png 281\nother.png tiger cat\n".encode("utf-8"))
+    table = read_targets(f, LABELS)
+    assert table.lookup(tmp_path / "my photo.png") == 281 and table.lookup("elsewhere/other.png") == 282
+
+
+def test_images_are_found_by_path_then_file_name_then_stem(tmp_path):
+    table = read_targets(write(tmp_path / "t.txt", "a/x.png 1\nb/x.png 2\nILSVRC2012_val_00000001 65\n"), LABELS)
+    assert table.lookup(tmp_path / "a" / "x.png") == 1 and table.lookup(tmp_path / "b" / "x.png") == 2
+    assert table.lookup("/anywhere/ILSVRC2012_val_00000001.JPEG") == 65  # by stem
+    with pytest.raises(InputError, match="more than one class"):
+        table.lookup("/elsewhere/x.png")  # two classes for one file name: only its path decides
+    with pytest.raises(InputError, match="no class for it in"):
+        table.lookup(tmp_path / "y.png")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("cat.png 1000\n", "line 1: class 1000 is out of range"),
+    ("cat.png 281\ncup.png -3\n", "line 2: class -3 is out of range"),
+    ("cat.png crane\n", "line 1: class 'crane' names more than one"),
+    ("cat.png 281\ncup.png unicorn\n", "line 2: class 'unicorn' is not an index nor one of the model's labels"),
+    ("cat.png 281\ncup.png\n", "line 2: expected an image and a class"),
+    ("", "no image and class pairs"),
+])
+def test_a_bad_line_is_named(tmp_path, text, match):
+    with pytest.raises(InputError, match=match):
+        read_targets(write(tmp_path / "t.txt", text), LABELS).check(len(LABELS))
+
+
+def test_bad_files_are_one_line(tmp_path):
+    with pytest.raises(InputError, match="No such file"):
+        read_targets(tmp_path / "missing.txt")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(InputError, match="not a text file"):
+        read_targets(tmp_path / "bin.txt")
+    with pytest.raises(InputError, match="not valid JSON"):
+        read_targets(write(tmp_path / "t.json", "{cat.png: 1"))
+    with pytest.raises(InputError, match="the model carries no labels"):
+        read_targets(write(tmp_path / "t.txt", "cat.png tabby\n"), labels=None)
+
+
+def photos(folder: Path) -> Path:
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(PHOTOS / "chelsea.png", folder / "cat.png")
+    shutil.copy(PHOTOS / "coffee.png", folder / "sub" / "cup.png")
+    shutil.copy(PHOTOS / "camera.png", folder / "camera.png")
+    return folder
+
+
+def test_cli_explains_each_images_class_as_the_one_image_path_does(demo_gig, tmp_path):
+    folder = photos(tmp_path / "in")
+    labels = write(tmp_path / "val.txt", "in/cat.png 285\ncup.png espresso\n")  # Egyptian cat; 967
+    p = run_cli("explain", demo_gig, folder, "--targets", labels, "--out-dir", tmp_path / "out", "--steps", STEPS,
+                "--npy")
+    assert p.returncode == 3, p.stderr
+    assert "camera.png: no class for it in" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    got = rows(tmp_path / "out")
+    assert (got["cat.png"]["target"], got["cup.png"]["target"], got["camera.png"]["target"]) == ("285", "967", "")
+    assert got["cup.png"]["label"] == "espresso" and got["camera.png"]["error"]
+    for name, image, k in (("cat", folder / "cat.png", 285), ("cup", folder / "sub" / "cup.png", 967)):
+        one = explain(demo_gig, image, target=k, steps=STEPS, out=tmp_path / f"{name}_one.png", device="cpu")
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f"{name}.npy"), one.attributions, rtol=1e-5, atol=1e-7)
+        assert one.target == k
+
+
+def test_a_file_that_names_none_of_the_images_or_with_target_is_refused(demo_gig, tmp_path):
+    folder = photos(tmp_path / "in")
+    for extra, match in ((["--targets", write(tmp_path / "other.txt", "dog.png 1\n")], "gives none of the 3 images"),
+                         (["--targets", write(tmp_path / "t.txt", "cat.png 1\n"), "--target", "2"], "give one"),
+                         (["--targets", write(tmp_path / "big.txt", "cat.png 1000\n")], "out of range")):
+        p = run_cli("explain", demo_gig, folder, *extra, "--out-dir", tmp_path / "out", "--steps", STEPS)
+        assert p.returncode == 2 and match in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_resume_keeps_the_file_and_refuses_another(demo_gig, tmp_path):
+    folder = photos(tmp_path / "in")
+    labels = write(tmp_path / "val.txt", "cat.png 285\ncup.png 967\ncamera.png 759\n")
+    out = tmp_path / "out"
+    first = run_cli("explain", demo_gig, folder / "cat.png", "--targets", labels, "--out-dir", out, "--steps", STEPS)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("explain", demo_gig, folder, "--targets", labels, "--out-dir", out, "--steps", STEPS, "--resume")
+    assert again.returncode == 0 and "1 of them by the earlier run" in again.stdout, again.stderr
+    assert {k: r["target"] for k, r in rows(out).items()} == {"cat.png": "285", "cup.png": "967", "camera.png": "759"}
+    write(labels, "cat.png 1\ncup.png 967\ncamera.png 759\n")
+    changed = run_cli("explain", demo_gig, folder, "--targets", labels, "--out-dir", out, "--steps", STEPS, "--resume")
+    assert changed.returncode == 2 and "targets" in changed.stderr, changed.stderr
+
+
+def test_the_api_takes_the_file_or_a_table(demo_gig, tmp_path):
+    folder = photos(tmp_path / "in")
+    labels = write(tmp_path / "val.txt", "cat.png tiger cat\ncup.png 967\ncamera.png 759\n")
+    by_path = [r.target for r in explain_many(demo_gig, folder, ExplainOptions(steps=STEPS, targets=labels),
+                                              device="cpu")]
+    table = read_targets(labels, LABELS)
+    by_table = [r.target for r in explain_many(demo_gig, folder, ExplainOptions(steps=STEPS, targets=table),
+                                               device="cpu")]
+    assert by_path == by_table == [759, 282, 967]  # camera, cat, sub/cup: the folder's order
+    with pytest.raises(InputError, match="targets is a file's path"):
+        list(explain_many(demo_gig, folder, ExplainOptions(steps=STEPS, targets={"cat.png": 1}), device="cpu"))
