@@ -28,6 +28,7 @@ from .imageio import (DYNAMIC_SHORT_SIDE, METADATA_KEY, Preprocess, as_pixels, g
 from .modelhead import check_external_refs, read_head
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS, MAX_STEPS, RULES, schedule
 from .runtime import GigModel, check_budget, check_threads, ort_errors, parse_memory  # noqa: F401 - the API's checks
+from .targets import class_index
 
 LABELS_KEY = META_PREFIX + "labels"
 
@@ -246,7 +247,7 @@ _ORIGINAL_NODE = re.compile(r"gig/(?:b\d+/gig/)?(?:path|baseline)/")
 _SHAPE_TROUBLE = re.compile(r"broadcast|dimension|shape|axis|Invalid input", re.IGNORECASE)  # a size it rejects
 
 
-def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, target: Optional[int] = None,
+def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, target: Optional[int | str] = None,
             steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE, baseline: str | np.ndarray = "zeros",
             out: str | os.PathLike | None = None, save_npy: str | os.PathLike | None = None,
             device: str = "auto", max_memory: int | str | None = None, threads: Optional[int] = None,
@@ -263,7 +264,7 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     t0 = time.perf_counter()
     check_steps(steps, rule)
     check_map_options(clip_percentile, sign, alpha, cmap)
-    if target is not None:
+    if target is not None and not isinstance(target, str):  # a label is checked once the model's are read
         check_target(target)
     whole_number(top, "top")
     budget = check_budget(max_memory)
@@ -288,6 +289,9 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     x, photo = load_input(image, pp, input_shape, pixels=pixel_dtype(meta))
     b = baseline if given else make_baseline(baseline, x, photo, pp)  # an array: GigModel checks it
     nc = meta.get(META_PREFIX + "num_classes", "")
+    if isinstance(target, str):
+        raw = meta.get(META_PREFIX + "labels")
+        target = class_index(target, json.loads(raw) if raw else None)
     if target is not None:
         check_target(target, int(nc) if nc else None)
 

@@ -141,7 +141,7 @@ def _glob_files(pattern: str, skip: frozenset[str]) -> list[Path]:
 class ExplainOptions:
     """Everything one image's explanation needs besides the model: the integration and the figure."""
 
-    target: Optional[int] = None
+    target: Optional[int | str] = None  # one class for every image: an index or one of the model's labels
     targets: Optional[TargetTable | str | os.PathLike] = None  # one class per image: a file, or what read_targets made
     steps: int = DEFAULT_STEPS
     rule: str = DEFAULT_RULE
@@ -157,7 +157,7 @@ class ExplainOptions:
         from .api import check_steps, check_target
 
         check_steps(self.steps, self.rule)
-        if self.target is not None:
+        if self.target is not None and not isinstance(self.target, str):  # a label: checked once resolved
             check_target(self.target, num_classes)
         if self.targets is not None:
             if self.target is not None:
@@ -298,21 +298,29 @@ def attribute_items(gm: GigModel, loaded: list[tuple[ImageResult, np.ndarray]], 
             r.convergence_delta = float(deltas[k]) if gm.method == "ig" else None
 
 
-def with_targets(options: ExplainOptions, model: str | os.PathLike | GigModel) -> ExplainOptions:
-    """``options`` with a targets file named by path read (class names resolved by ``model``'s labels)."""
-    if not isinstance(options.targets, (str, os.PathLike)):
+def with_classes(options: ExplainOptions, model: str | os.PathLike | GigModel) -> ExplainOptions:
+    """``options`` with classes given by name resolved by ``model``'s labels: a ``target`` label and a
+    ``targets`` file named by path (read here)."""
+    named_target = isinstance(options.target, str)
+    if not named_target and not isinstance(options.targets, (str, os.PathLike)):
         return options
-    from .targets import read_targets
+    from .targets import class_index, read_targets
 
-    if isinstance(model, GigModel):
-        labels = model.labels
-    else:
-        from .api import _peek_gig_model
-        from .contract import META_PREFIX
+    labels = model.labels if isinstance(model, GigModel) else model_labels(model)
+    if named_target:
+        options = replace(options, target=class_index(options.target, labels))
+    if isinstance(options.targets, (str, os.PathLike)):
+        options = replace(options, targets=read_targets(options.targets, labels))
+    return options
 
-        raw = _peek_gig_model(Path(model))[0].get(META_PREFIX + "labels")
-        labels = json.loads(raw) if raw else None
-    return replace(options, targets=read_targets(options.targets, labels))
+
+def model_labels(model: str | os.PathLike) -> Optional[list[str]]:
+    """The class labels a converted model carries (read from its head, no session made), or None."""
+    from .api import _peek_gig_model
+    from .contract import META_PREFIX
+
+    raw = _peek_gig_model(Path(model))[0].get(META_PREFIX + "labels")
+    return json.loads(raw) if raw else None
 
 
 def _shared_baseline(kind: str) -> bool:
@@ -350,7 +358,7 @@ def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.P
     raises a :class:`GigError`, a bad image never does. ``paths`` may be what ``collect_inputs`` returned,
     taken as it is (the result indices are then exactly that listing's).
     """
-    options = with_targets(options or ExplainOptions(), model)
+    options = with_classes(options or ExplainOptions(), model)
     options.check()
     listed = isinstance(paths, Inputs)  # the caller's listing, perhaps what is left of a run (--resume)
     files, missing = paths if listed else collect_inputs(paths)

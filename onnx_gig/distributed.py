@@ -276,7 +276,7 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
 
     from .api import _peek_gig_model
     from .runtime import check_budget, check_threads
-    from .batch import ExplainOptions, ImageResult, Inputs, collect_inputs, with_targets
+    from .batch import ExplainOptions, ImageResult, Inputs, collect_inputs, with_classes
 
     import_ray()  # before any work: a missing extra is one line
     options = options or ExplainOptions()
@@ -285,7 +285,7 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
     files, missing = paths if isinstance(paths, Inputs) else collect_inputs(paths, exclude=recorded_outputs(out_dir))
     if not files:
         raise InputError("no images found: " + "; ".join(f"{n}: {why}" for n, why in missing))
-    options = with_targets(options, model)
+    options = with_classes(options, model)
     if options.targets is not None:
         options.targets.check_covers(files)
     budget = check_budget(max_memory)

@@ -64,6 +64,16 @@ class LabelIndex:
         return self.names[key]
 
 
+def class_index(target: int | str, labels: Optional[Sequence[str]]) -> int:
+    """``--target``'s class: an index as given (or written as digits), or one of the model's labels."""
+    if isinstance(target, str):
+        try:
+            return LabelIndex(labels).index(target)
+        except InputError as exc:
+            raise InputError(f"--target: {exc}") from None
+    return target
+
+
 class TargetTable:
     """Which class to explain for each image, read from a file by ``read_targets``."""
 
@@ -203,4 +213,4 @@ def read_targets(path: str | os.PathLike, labels: Optional[Sequence[str]] = None
     return TargetTable(str(p), file_digest(p), entries, p.resolve().parent)
 
 
-__all__ = ["TargetTable", "read_targets"]
+__all__ = ["TargetTable", "class_index", "read_targets"]

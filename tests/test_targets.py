@@ -157,3 +157,22 @@ def test_the_api_takes_the_file_or_a_table(demo_gig, tmp_path):
     assert by_path == by_table == [759, 282, 967]  # camera, cat, sub/cup: the folder's order
     with pytest.raises(InputError, match="targets is a file's path"):
         list(explain_many(demo_gig, folder, ExplainOptions(steps=STEPS, targets={"cat.png": 1}), device="cpu"))
+
+
+def test_target_by_label_is_the_target_by_index(demo_gig, tmp_path):
+    """--target 'tiger cat' (one of the model's labels, any case, or one of a label's comma-separated names)
+    explains class 282, in one image and in a folder; a name the model lacks or shares is one line."""
+    photo = PHOTOS / "chelsea.png"
+    by_name = run_cli("explain", demo_gig, photo, "--target", "Tiger Cat", "--steps", STEPS, "--out",
+                      tmp_path / "a.png", "--save-npy", tmp_path / "a.npy")
+    by_index = run_cli("explain", demo_gig, photo, "--target", "282", "--steps", STEPS, "--out", tmp_path / "b.png",
+                       "--save-npy", tmp_path / "b.npy")
+    assert by_name.returncode == by_index.returncode == 0, by_name.stderr + by_index.stderr
+    assert "explained class 282 'tiger cat'" in by_name.stdout
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    got = list(explain_many(demo_gig, [photo], ExplainOptions(steps=STEPS, target="tabby"), device="cpu"))
+    assert [r.target for r in got] == [281]
+    for name, match in (("unicorn", "not an index nor one of the model's labels"), ("crane", "more than one")):
+        p = run_cli("explain", demo_gig, photo, "--target", name, "--steps", STEPS, "--out", tmp_path / "c.png")
+        assert p.returncode == 2 and match in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert not (tmp_path / "c.png").exists()

@@ -96,10 +96,10 @@ def run(a: argparse.Namespace) -> int:
 
 
 def options_of(a: argparse.Namespace):
-    """The CLI's options as the API's ExplainOptions (a --targets file read, its class names by the model's labels)."""
-    from ..batch import ExplainOptions, with_targets
+    """The CLI's options as the API's ExplainOptions (class names resolved by the model's labels, --targets read)."""
+    from ..batch import ExplainOptions, with_classes
 
-    return with_targets(ExplainOptions(target=a.target, targets=a.targets, steps=a.steps, rule=a.rule,
+    return with_classes(ExplainOptions(target=a.target, targets=a.targets, steps=a.steps, rule=a.rule,
                                        baseline=a.baseline, clip_percentile=a.clip_percentile, sign=a.sign,
                                        cmap=a.cmap, alpha=a.alpha), a.model)
 
