@@ -155,3 +155,24 @@ def test_resume_with_other_inputs_keeps_every_explained_image_in_the_tables(demo
     got = rows(out)
     assert [Path(r["image"]).name for r in got] == ["chelsea.png", "coffee.png", "camera.png"]
     assert all(r["figure"] and (out / r["figure"]).is_file() for r in got)
+
+
+def test_no_figures_writes_the_tables_and_npy_only(demo_gig, tmp_path):
+    """--no-figures: a dataset's attributions without a picture each; the same rows and arrays as with them."""
+    folder = two_photos(tmp_path / "p")
+    plain, with_figs = tmp_path / "plain", tmp_path / "figs"
+    p = run_cli("explain", demo_gig, folder, "--no-figures", "--npy", "--out-dir", plain, "--steps", STEPS)
+    q = run_cli("explain", demo_gig, folder, "--npy", "--out-dir", with_figs, "--steps", STEPS)
+    assert p.returncode == q.returncode == 0, p.stderr + q.stderr
+    assert "wrote 2 .npy files, results.csv" in p.stdout and "figure" not in p.stdout.split(" in ")[0]
+    assert sorted(f.name for f in plain.iterdir() if not f.name.startswith(".")) == [
+        "cat.npy", "cup.npy", "results.csv", "results.jsonl"]
+    a, b = rows(plain), rows(with_figs)
+    assert [r["figure"] for r in a] == ["", ""] and all(r["figure"] for r in b)
+    for ra, rb in zip(a, b):
+        assert (ra["image"], ra["target"], ra["probability"]) == (rb["image"], rb["target"], rb["probability"])
+    for n in ("cat.npy", "cup.npy"):
+        assert (plain / n).read_bytes() == (with_figs / n).read_bytes()
+    again = run_cli("explain", demo_gig, folder, "--no-figures", "--npy", "--out-dir", plain, "--steps", STEPS,
+                    "--resume")
+    assert again.returncode == 0 and "2 of them by the earlier run" in again.stdout, again.stderr

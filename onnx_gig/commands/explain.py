@@ -43,6 +43,9 @@ def configure(e: argparse.ArgumentParser) -> None:
                         "path, file name or stem). Images it does not name fail (exit 3)")
     e.add_argument("--npy", action="store_true", help="with several inputs or --out-dir: also write each image's raw "
                                                       "attributions as DIR/<stem>.npy")
+    e.add_argument("--no-figures", dest="figures", action="store_false",
+                   help="several inputs: write no figures, only the tables (and --npy files): a dataset's "
+                        "attributions without a picture per image")
     g = e.add_argument_group("the map (the raw attributions and .npy files are never clipped)")
     g.add_argument("--clip-percentile", type=float, default=DEFAULT_CLIP, metavar="P",
                    help=f"scale the map by its P-th percentile and clip above it (default {DEFAULT_CLIP:g}, as PAIR "
@@ -71,7 +74,8 @@ def _many(a: argparse.Namespace) -> bool:
     """Folder mode: several inputs, a folder or glob, --out-dir, --npy or --resume; else the one-image path of old."""
     one = len(a.inputs) == 1 and not os.path.isdir(a.inputs[0]) and (os.path.exists(a.inputs[0])
                                                                     or not any(c in a.inputs[0] for c in "*?["))
-    return not one or a.out_dir is not None or a.npy or a.ray is not None or a.resume or a.targets is not None
+    return (not one or a.out_dir is not None or a.npy or a.ray is not None or a.resume or a.targets is not None
+            or not a.figures)
 
 
 def run(a: argparse.Namespace) -> int:
@@ -136,7 +140,7 @@ def run_many(a: argparse.Namespace) -> int:
         ([a.targets] if a.targets is not None else [])
     if a.ray is not None:
         return run_ray(a, inputs, options, out_dir, protect)
-    with ResultWriter(out_dir, npy=a.npy, overwrite=a.force, options=options,
+    with ResultWriter(out_dir, figures=a.figures, npy=a.npy, overwrite=a.force, options=options,
                       inputs=[str(f) for f in files] + [n for n, _ in missing], protect=protect, model=a.model,
                       resume=a.resume) as w:
         left, todo = w.pending(inputs)
@@ -146,9 +150,8 @@ def run_many(a: argparse.Namespace) -> int:
                 w.write(r)
                 report_failure(r)
     failed = len(w.failures)
-    print(f"{w.explained} explained{_earlier(w.resumed)}, {failed} failed; wrote "
-          f"{_count(w.explained - w.resumed, 'figure')}" + (" and .npy files" if a.npy else "")
-          + f", results.csv and results.jsonl in {out_dir}")
+    print(f"{w.explained} explained{_earlier(w.resumed)}, {failed} failed; wrote {_files(w.explained - w.resumed, a)}"
+          f"results.csv and results.jsonl in {out_dir}")
     return SOME_FAILED if failed else 0
 
 
@@ -158,6 +161,13 @@ def _earlier(resumed: int) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _files(n: int, a: argparse.Namespace) -> str:
+    """What a run wrote per image, for its summary line: '3 figures and .npy files, ' (empty without either)."""
+    parts = ([_count(n, "figure")] if a.figures else []) + ([".npy files" if a.figures else _count(n, ".npy file")]
+                                                            if a.npy else [])
+    return " and ".join(parts) + ", " if parts else ""
 
 
 def report_failure(r) -> None:
@@ -173,16 +183,16 @@ def run_ray(a: argparse.Namespace, inputs, options, out_dir: str, protect: list)
     from ..distributed import explain_ray
 
     s = explain_ray(a.model, inputs, options, out_dir, address=a.ray, actors=a.actors, device=a.device,
-                    max_memory=a.max_memory, threads=a.threads, npy=a.npy, overwrite=a.force, resume=a.resume,
+                    max_memory=a.max_memory, threads=a.threads, npy=a.npy, figures=a.figures, overwrite=a.force,
+                    resume=a.resume,
                     progress=sys.stderr.isatty(), protect=protect, report=report_failure)
     if not s.actors:  # --resume found nothing left to run: no Ray was started
         print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed; nothing left to run; wrote "
               f"results.csv and results.jsonl in {out_dir}")
         return SOME_FAILED if s.failed else 0
-    npy = " and .npy files" if a.npy else ""
     ran = s.explained + s.failed - s.resumed
     rate = f", then {s.images_per_second:.2f} images/s" if ran > 1 else ""  # no rate from one image
     print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed on {_count(s.actors, 'Ray actor')} x "
           f"{s.threads} threads in {s.seconds:.1f} s ({s.startup_seconds:.1f} s to the first result{rate}); wrote "
-          f"{_count(s.explained - s.resumed, 'figure')}{npy}, results.csv and results.jsonl in {out_dir}")
+          f"{_files(s.explained - s.resumed, a)}results.csv and results.jsonl in {out_dir}")
     return SOME_FAILED if s.failed else 0
