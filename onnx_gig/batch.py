@@ -20,12 +20,11 @@ import numpy as np
 
 from .errors import GigError, InputError, SizeRejected, whole_number
 from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
-from .imageio import BASELINE_KINDS, Preprocess, load_input, make_baseline
+from .imageio import BASELINE_KINDS, IMAGE_SUFFIXES, Preprocess, load_input, make_baseline
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel, check_budget, check_threads
 from .targets import TargetTable
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
 MAX_BATCH_IMAGES = 64  # images in flight at most by default: the progress bar moves, results stream out
 _GLOB_CHARS = "*?["
 
@@ -356,7 +355,9 @@ def explain_many(model: str | os.PathLike | GigModel, paths: Sequence[str | os.P
     memory stays bounded however many paths are given. Arguments that match nothing come last, as results
     with an error. Options and the model are checked before anything runs; a model or option problem
     raises a :class:`GigError`, a bad image never does. ``paths`` may be what ``collect_inputs`` returned,
-    taken as it is (the result indices are then exactly that listing's).
+    taken as it is (the result indices are then exactly that listing's). A ``targets`` file that names none
+    of the images found is refused for paths; a listing may be what is left of a run (``--resume``), whose
+    images without a class are failures, so for a listing each such image is a failed result.
     """
     options = with_classes(options or ExplainOptions(), model)
     options.check()

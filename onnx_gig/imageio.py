@@ -20,6 +20,8 @@ from .errors import InputError
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR")
 BASELINE_KINDS = ("zeros", "black", "white", "blur")
+# the inputs a folder walk takes: what PIL reads here, and a preprocessed tensor
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
 METADATA_KEY = META_PREFIX + "preprocess"
 
 

@@ -1,14 +1,15 @@
 """Per-image targets for a folder or dataset run: a file naming each image's class.
 
 A validation set comes with its labels, and explaining it means explaining each image's true class, not
-whatever the model predicts. ``read_targets`` reads the forms datasets ship: a two-column text file
+whatever the model predicts. ``read_targets`` reads the forms datasets ship: ``name class`` lines
 (ImageNet's ``val.txt``: ``ILSVRC2012_val_00000001.JPEG 65``), a CSV or TSV with a header (``image,label``;
-other columns ignored), or a JSON object (``{"cat.png": 281}``). A class is an index or one of the model's
-labels (``tabby``, ``tabby cat``: the full label or one of its comma-separated names, any case).
+other columns ignored), or JSON (``{"cat.png": 281}``, ``[["cat.png", 281]]``, or records
+``[{"image": "cat.png", "label": 281}]``). A class is an index or one of the model's labels (``tabby cat``:
+the full label, or one of its comma-separated names; any case).
 
-``TargetTable.lookup`` finds an image by its path (relative paths in the file are taken from the file's
-folder), else by its file name, else by its stem, so the file need not spell paths the way the command
-line does. A name given twice with different classes finds nothing: it is ambiguous.
+``TargetTable.lookup`` finds an image by its path (relative paths in the file are taken from the folder the
+file was named in), else by its file name, else by its stem, so the file need not spell paths the way the
+command line does. A name given two classes finds nothing: it is ambiguous.
 """
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ import csv
 import io
 import json
 import os
+import re
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from .errors import InputError
+from .imageio import IMAGE_SUFFIXES
 
 # header names of the image and class columns, in the order tried (compared lowercased)
 IMAGE_COLUMNS = ("image", "path", "file", "filename", "file_name", "image_path", "imageid", "image_id", "name", "id")
 CLASS_COLUMNS = ("target", "label", "class", "class_index", "class_id", "class_name", "label_id", "category", "y")
+_INDEX = re.compile(r"[+-]?[0-9]+(?:\.0*)?")  # 281, and 281.0 as a float column writes it (ASCII digits only)
 
 
 def _key(path: str | os.PathLike) -> str:
@@ -31,37 +35,49 @@ def _key(path: str | os.PathLike) -> str:
 
 
 def _stem(name: str) -> str:
-    return os.path.splitext(name)[0]
+    """``name`` without an image suffix (``x.JPEG`` -> ``x``; ``img.0001`` stays, its dot is no suffix)."""
+    root, ext = os.path.splitext(name)
+    return root if ext.lower() in IMAGE_SUFFIXES else name
 
 
 class LabelIndex:
-    """Class names to indices: each full label and each of its comma-separated names, case-insensitive."""
+    """Class names to indices: full labels first, then each comma-separated name, case-insensitive."""
 
     def __init__(self, labels: Optional[Sequence[str]]) -> None:
         self.known = labels is not None
+        self.full: dict[str, int] = {}
         self.names: dict[str, int] = {}
-        self.shared: set[str] = set()  # names two classes share (ImageNet's two "crane"s)
+        self.shared: set[str] = set()  # names two classes share (ImageNet's two "crane" classes)
         for k, label in enumerate(labels or ()):
-            for name in {str(label)} | set(str(label).split(",")):
+            key = str(label).strip().lower()
+            if self.full.setdefault(key, k) != k:
+                self.shared.add(key)
+        for k, label in enumerate(labels or ()):
+            for name in str(label).split(","):
                 name = name.strip().lower()
-                if name and self.names.setdefault(name, k) != k:
+                if name and name not in self.full and self.names.setdefault(name, k) != k:
                     self.shared.add(name)
 
-    def index(self, token: str) -> int:
+    def index(self, token: Any) -> int:
         """The class ``token`` names: an index as written, or a label; InputError if neither."""
+        if isinstance(token, bool) or not isinstance(token, (int, float, str)):
+            raise InputError(f"class {json.dumps(token)} is neither an index nor a label")
+        if isinstance(token, (int, float)):
+            if float(token) != int(token):
+                raise InputError(f"class {token} is not a whole number")
+            return int(token)
         text = token.strip()
-        try:
-            return int(text)
-        except ValueError:
-            pass
+        if _INDEX.fullmatch(text):
+            return int(float(text)) if "." in text else int(text)
         if not self.known:
             raise InputError(f"class {text!r} is a name, and the model carries no labels: give class indices")
         key = text.lower()
-        if key not in self.names:
-            raise InputError(f"class {text!r} is not an index nor one of the model's labels")
         if key in self.shared:
             raise InputError(f"class {text!r} names more than one of the model's labels: give its index")
-        return self.names[key]
+        k = self.full.get(key, self.names.get(key))
+        if k is None:
+            raise InputError(f"class {text!r} is not an index nor one of the model's labels")
+        return k
 
 
 def class_index(target: int | str, labels: Optional[Sequence[str]]) -> int:
@@ -77,41 +93,42 @@ def class_index(target: int | str, labels: Optional[Sequence[str]]) -> int:
 class TargetTable:
     """Which class to explain for each image, read from a file by ``read_targets``."""
 
-    def __init__(self, source: str, digest: str, entries: Iterable[tuple[str, int, int]], folder: Path) -> None:
+    def __init__(self, source: str, digest: str, entries: Iterable[tuple[str, int, str]], folder: Path) -> None:
         self.source, self.digest = source, digest
         self.by_path: dict[str, int] = {}
         self.by_name: dict[str, int] = {}
         self.by_stem: dict[str, int] = {}
         self.ambiguous: set[str] = set()  # keys given different classes (by path, name or stem)
-        self.lines: dict[int, int] = {}  # class -> the first line giving it (for the range check's message)
-        for name, cls, line in entries:
-            self.lines.setdefault(cls, line)
+        self.where: dict[int, str] = {}  # class -> the first line or entry giving it (for the range check)
+        for name, cls, where in entries:
+            self.where.setdefault(cls, where)
             norm = name.replace("\\", "/")
             base = norm.rsplit("/", 1)[-1]
             for table, key in ((self.by_path, _key(folder / norm)), (self.by_name, base), (self.by_stem, _stem(base))):
                 if table.setdefault(key, cls) != cls:
                     self.ambiguous.add(key)
-        if not self.lines:
-            raise InputError(f"{source}: no image and class pairs in it")
+        if not self.where:
+            raise InputError(f"--targets {source}: no image and class pairs in it")
 
     def __len__(self) -> int:
         return len(self.by_path)
 
     def check(self, num_classes: Optional[int]) -> None:
         """Refuse a class the model does not have, naming the file and line."""
-        for cls, line in sorted(self.lines.items()):
+        for cls, where in sorted(self.where.items()):
             if cls < 0 or (num_classes is not None and cls >= num_classes):
                 span = f"0..{num_classes - 1}" if num_classes is not None else "from 0"
-                raise InputError(f"--targets {self.source}, line {line}: class {cls} is out of range (the model's "
+                raise InputError(f"--targets {self.source}, {where}: class {cls} is out of range (the model's "
                                  f"classes: {span})")
 
     def lookup(self, path: str | os.PathLike) -> int:
         """The class for the image at ``path``: by path, else file name, else stem; InputError if none or ambiguous."""
         name = os.path.basename(os.fspath(path))
         for table, key in ((self.by_path, _key(path)), (self.by_name, name), (self.by_stem, _stem(name))):
-            if key in table and key in self.ambiguous:
-                raise InputError(f"{self.source} gives '{key}' more than one class; name the image by its path there")
             if key in table:
+                if key in self.ambiguous:
+                    hint = "" if table is self.by_path else "; name the image by its path there"
+                    raise InputError(f"{self.source} gives '{key}' more than one class{hint}")
                 return table[key]
         raise InputError(f"no class for it in {self.source} (looked up by path, file name and stem)")
 
@@ -129,73 +146,99 @@ class TargetTable:
                              f"image{'' if len(self) == 1 else 's'}, matched by path, file name or stem")
 
 
-Row = tuple[list[str], int]  # a row's fields and its line number
+Row = tuple[list[Any], str]  # a row's fields and where it is ("line 3", "entry 3")
 
 
-def _rows(text: str, suffix: str) -> tuple[list[Row], bool]:
-    """The file's rows, and whether they are whitespace-separated: JSON pairs, or CSV/TSV/whitespace text."""
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON ({exc.msg}, line {exc.lineno})") from None
-        pairs = data.items() if isinstance(data, dict) else data
-        try:
-            return [([str(k), str(v)], n + 1) for n, (k, v) in enumerate(pairs)], False
-        except (TypeError, ValueError):
-            raise InputError("JSON targets are an object {image: class} or a list of [image, class] pairs") from None
-    lines = [(n + 1, s) for n, s in enumerate(text.splitlines()) if s.strip() and not s.lstrip().startswith("#")]
-    first = lines[0][1] if lines else ""
-    if "\t" in first or "," in first:
-        reader = csv.reader(io.StringIO("\n".join(s for _, s in lines)), delimiter="\t" if "\t" in first else ",")
-        return [([c.strip() for c in row], n) for row, (n, _) in zip(reader, lines)], False
-    # whitespace: "image class", where the class may hold spaces ("tiger cat") or the image may
-    # ("my photo.png 281"): the first field and the rest here, the other split tried by _entries
-    return [(s.split(None, 1) if len(s.split()) > 1 else [s.strip()], n) for n, s in lines], True
+def _json_rows(text: str) -> list[Row]:
+    """JSON's pairs: an object {image: class}, a list of [image, class], or records {image: .., label: ..}."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if isinstance(data, dict):
+        return [([k, v], f"entry {n + 1}") for n, (k, v) in enumerate(data.items())]
+    form = ("JSON targets are an object {image: class}, a list of [image, class] pairs, or a list of records "
+            f"with an image field ({', '.join(IMAGE_COLUMNS[:3])}, ...) and a class field "
+            f"({', '.join(CLASS_COLUMNS[:3])}, ...)")
+    rows = []
+    for n, item in enumerate(data if isinstance(data, list) else [None]):
+        if isinstance(item, dict):
+            low = {str(k).lower(): v for k, v in item.items()}
+            img = next((c for c in IMAGE_COLUMNS if c in low), None)
+            cls = next((c for c in CLASS_COLUMNS if c in low), None)
+            if img is None or cls is None:
+                raise InputError(f"entry {n + 1}: {form}")
+            rows.append(([str(low[img]), low[cls]], f"entry {n + 1}"))
+        elif isinstance(item, list) and len(item) == 2:
+            rows.append(([str(item[0]), item[1]], f"entry {n + 1}"))
+        else:
+            raise InputError(form)
+    return rows
 
 
-def _columns(rows: list[Row]) -> tuple[int, int, list[Row], Optional[int]]:
-    """(image column, class column, the data rows, the line of a possible header of other names).
+def _text_rows(text: str, suffix: str) -> tuple[list[Row], bool]:
+    """CSV/TSV/whitespace rows, and whether whitespace-separated. The form: by the suffix (.csv, .tsv), else a
+    tab or comma on every line (the first field without spaces, for commas), else ``name class`` lines."""
+    lines = [(n + 1, s) for n, s in enumerate(text.splitlines()) if s.strip()]
+    tab = suffix in (".tsv", ".tab") or (suffix != ".csv" and lines and all("\t" in s for _, s in lines))
+    comma = suffix == ".csv" or (not tab and lines and all("," in s for _, s in lines)
+                                 and not any(c.isspace() for c in lines[0][1].split(",", 1)[0].strip()))
+    if tab or comma:
+        reader = csv.reader(io.StringIO("\n".join(s for _, s in lines)), delimiter="\t" if tab else ",")
+        return [([c.strip() for c in row], f"line {n}") for row, (n, _) in zip(reader, lines)], False
+    # '#' starts a comment here; the class may hold spaces ("tiger cat") or the image may ("my photo.png 281"):
+    # the first field and the rest here, the other split tried by _entries
+    return [(s.split(None, 1) if len(s.split()) > 1 else [s.strip()], f"line {n}")
+            for n, s in lines if not s.lstrip().startswith("#")], True
 
-    A header naming known columns (IMAGE_COLUMNS, CLASS_COLUMNS) picks them and is dropped; any other
-    first row is a header only if its class field turns out to be no class (``_entries`` skips it then).
+
+def _columns(rows: list[Row], text_form: bool) -> tuple[int, int, list[Row], Optional[str]]:
+    """(image column, class column, the data rows, where a possible header of other names is).
+
+    A header naming known columns (IMAGE_COLUMNS, CLASS_COLUMNS) picks them and is dropped. In text, a first
+    row of other names (no dot or slash in its image field, so not a file) is a header if its class field
+    turns out to be no class (``_entries`` skips it then); anything else that is no class is refused.
     """
-    if not rows:
+    if not rows or not text_form:
         return 0, 1, rows, None
-    header = [c.strip().lower() for c in rows[0][0]]
+    header = [str(c).strip().lower() for c in rows[0][0]]
     img = next((header.index(c) for c in IMAGE_COLUMNS if c in header), None)
     cls = next((header.index(c) for c in CLASS_COLUMNS if c in header), None)
     if img is not None and cls is not None and img != cls:
         return img, cls, rows[1:], None
-    return 0, 1, rows, (rows[0][1] if len(rows) > 1 and len(rows[0][0]) > 1 else None)
+    first = str(rows[0][0][0])
+    named = len(rows) > 1 and len(rows[0][0]) > 1 and not any(c in first for c in "./\\")
+    return 0, 1, rows, (rows[0][1] if named else None)
 
 
-def _entries(rows: list[Row], spaced: bool, names: LabelIndex, where: str) -> list[tuple[str, int, int]]:
-    """(image, class, line) for every row; a row that is neither is one InputError naming its line."""
-    image_col, class_col, rows, header_line = _columns(rows)
+def _entries(rows: list[Row], spaced: bool, text_form: bool, names: LabelIndex, where: str
+             ) -> list[tuple[str, int, str]]:
+    """(image, class, where) for every row; a row that is neither is one InputError naming its line."""
+    image_col, class_col, rows, header = _columns(rows, text_form)
     out = []
-    for fields, line in rows:
-        if len(fields) <= max(image_col, class_col) or not fields[image_col]:
-            raise InputError(f"{where}, line {line}: expected an image and a class, got {' '.join(fields)!r}")
-        splits = [(fields[image_col], fields[class_col])]
+    for fields, at in rows:
+        if len(fields) <= max(image_col, class_col) or not str(fields[image_col]).strip():
+            raise InputError(f"{where}, {at}: expected an image and a class, got {' '.join(map(str, fields))!r}")
+        splits = [(str(fields[image_col]).strip(), fields[class_col])]
         other = " ".join(fields).rsplit(None, 1) if spaced else []
         if len(other) == 2:
             splits.append((other[0], other[1]))
         problem = None
         for image, token in splits:
             try:
-                out.append((image, names.index(token), line))
+                out.append((image, names.index(token), at))
                 break
             except InputError as exc:
                 problem = problem or exc
         else:
-            if line != header_line:
-                raise InputError(f"{where}, line {line}: {problem}")
+            if at != header:
+                raise InputError(f"{where}, {at}: {problem}")
     return out
 
 
 def read_targets(path: str | os.PathLike, labels: Optional[Sequence[str]] = None) -> TargetTable:
-    """Read a targets file (see the module's docstring); ``labels`` (the model's) resolve class names."""
+    """Read a targets file (see the module's docstring); ``labels`` (the model's: ``GigModel(...).labels``)
+    resolve class names. Relative image paths in it are taken from the folder it is named in."""
     from .journal import file_digest
 
     p = Path(path)
@@ -205,12 +248,14 @@ def read_targets(path: str | os.PathLike, labels: Optional[Sequence[str]] = None
         raise InputError(f"--targets {p}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise InputError(f"--targets {p}: not a text file (UTF-8 expected)") from None
+    suffix = p.suffix.lower()
     try:
-        rows, spaced = _rows(text, p.suffix.lower())
+        rows, spaced = (_json_rows(text), False) if suffix == ".json" else _text_rows(text, suffix)
     except InputError as exc:
         raise InputError(f"--targets {p}: {exc}") from None
-    entries = _entries(rows, spaced, LabelIndex(labels), f"--targets {p}")
-    return TargetTable(str(p), file_digest(p), entries, p.resolve().parent)
+    entries = _entries(rows, spaced, suffix != ".json", LabelIndex(labels), f"--targets {p}")
+    # the folder as named (not the link's target): a label file linked into a dataset reads its paths there
+    return TargetTable(str(p), file_digest(p), entries, Path(os.path.abspath(p)).parent)
 
 
 __all__ = ["TargetTable", "class_index", "read_targets"]

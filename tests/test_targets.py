@@ -176,3 +176,62 @@ def test_target_by_label_is_the_target_by_index(demo_gig, tmp_path):
         p = run_cli("explain", demo_gig, photo, "--target", name, "--steps", STEPS, "--out", tmp_path / "c.png")
         assert p.returncode == 2 and match in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert not (tmp_path / "c.png").exists()
+
+
+def test_a_bad_first_row_is_refused_not_taken_for_a_header(tmp_path):
+    """Only a first row of other names (no file in it) may be a header; a typo on line 1 is refused as on line 2."""
+    for name, text, match in (("typo.txt", "camera.png reflex camra\nchelsea.png tabby\n", "line 1: class 'reflex camra'"),
+                              ("typo.csv", "camera.png,reflex camra\nchelsea.png,tabby\n", "line 1: class 'reflex camra'"),
+                              ("typo.json", json.dumps({"a.png": "tabbby", "b.png": 1}), "entry 1: class 'tabbby'"),
+                              ("null.json", json.dumps({"a.png": None}), "entry 1: class null is neither")):
+        with pytest.raises(InputError, match=match):
+            read_targets(write(tmp_path / name, text), LABELS)
+
+
+def test_the_form_does_not_hang_on_the_first_line(tmp_path):
+    """A full label holds commas: 'name class' lines are not taken for CSV because line 1 has one."""
+    lines = ["chelsea.png tabby, tabby cat", "camera.png 759", "coffee.png 967"]
+    for order in (lines, lines[::-1]):
+        table = read_targets(write(tmp_path / "t.txt", "\n".join(order) + "\n"), LABELS)
+        assert [table.lookup(n) for n in ("chelsea.png", "camera.png", "coffee.png")] == [281, 759, 967]
+
+
+def test_exact_labels_win_and_numbers_as_floats_write_them(tmp_path):
+    """'missile' is class 657's full label and a name within 744's ('projectile, missile'): the full label wins.
+    281.0 is how a float column writes 281; digits of other scripts are not indices."""
+    table = read_targets(write(tmp_path / "t.csv", "image,label\na.png,missile\nb.png,281.0\nc.png,cardigan\n"), LABELS)
+    assert [table.lookup(n) for n in ("a.png", "b.png", "c.png")] == [657, 281, 474]
+    with pytest.raises(InputError, match="is not an index"):
+        read_targets(write(tmp_path / "u.txt", "a.png \u0662\u0668\u0661\n"), LABELS)
+
+
+def test_dotted_names_and_a_linked_label_file(tmp_path):
+    table = read_targets(write(tmp_path / "l.csv", "id,label\nimg.0001,759\nimg.0002,281\n"), LABELS)
+    assert table.lookup(tmp_path / "img.0001.png") == 759 and table.lookup("x/img.0002.JPEG") == 281
+    (tmp_path / "ds" / "d1").mkdir(parents=True)
+    (tmp_path / "ds" / "d2").mkdir()
+    (tmp_path / "store").mkdir()
+    write(tmp_path / "store" / "val.txt", "d1/x.png 759\nd2/x.png 281\n")
+    (tmp_path / "ds" / "val.txt").symlink_to(tmp_path / "store" / "val.txt")
+    linked = read_targets(tmp_path / "ds" / "val.txt", LABELS)  # paths read from the folder it is named in
+    assert linked.lookup(tmp_path / "ds" / "d1" / "x.png") == 759 and linked.lookup(tmp_path / "ds" / "d2" / "x.png") == 281
+
+
+def test_json_records(tmp_path):
+    table = read_targets(write(tmp_path / "r.json", json.dumps([{"image": "a.png", "label": 281},
+                                                                {"Image": "b.png", "Label": "tiger cat"}])), LABELS)
+    assert (table.lookup("a.png"), table.lookup("b.png")) == (281, 282)
+    with pytest.raises(InputError, match="entry 1: JSON targets are"):
+        read_targets(write(tmp_path / "bad.json", json.dumps([{"picture": "a.png", "what": 1}])), LABELS)
+
+
+def test_one_image_with_targets_is_the_one_image_path(demo_gig, tmp_path):
+    """One image and --targets: explained as with --target (its figure, no tables); absent from the file, one line."""
+    labels = write(tmp_path / "val.txt", "chelsea.png 285\n")
+    p = run_cli("explain", demo_gig, PHOTOS / "chelsea.png", "--targets", labels, "--steps", STEPS, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "explained class 285 'Egyptian cat'" in p.stdout
+    assert (tmp_path / "chelsea_gig.png").is_file() and not (tmp_path / "results.csv").exists()
+    q = run_cli("explain", demo_gig, PHOTOS / "coffee.png", "--targets", labels, "--steps", STEPS, cwd=tmp_path)
+    assert q.returncode == 2 and "coffee.png: no class for it in" in q.stderr, q.stderr
+    assert not (tmp_path / "coffee_gig.png").exists()

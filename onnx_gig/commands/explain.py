@@ -37,10 +37,10 @@ def configure(e: argparse.ArgumentParser) -> None:
     e.add_argument("--out-dir", metavar="DIR", help="write figures and results.csv/.jsonl here (default with several "
                                                     "inputs: the current folder)")
     e.add_argument("--targets", metavar="FILE",
-                   help="several inputs: explain each image's class as FILE gives it (a dataset's labels: "
+                   help="explain each image's class as FILE gives it (a dataset's labels: "
                         "'name class' lines as ImageNet's val.txt, a CSV/TSV with image and label columns, or a "
                         "JSON object; a class is an index or one of the model's labels; images are matched by "
-                        "path, file name or stem). Images it does not name fail (exit 3)")
+                        "path, file name or stem). In a folder run, images it does not name fail (exit 3)")
     e.add_argument("--npy", action="store_true", help="with several inputs or --out-dir: also write each image's raw "
                                                       "attributions as DIR/<stem>.npy")
     e.add_argument("--no-figures", dest="figures", action="store_false",
@@ -71,11 +71,11 @@ def configure(e: argparse.ArgumentParser) -> None:
 
 
 def _many(a: argparse.Namespace) -> bool:
-    """Folder mode: several inputs, a folder or glob, --out-dir, --npy or --resume; else the one-image path of old."""
+    """Folder mode: several inputs, a folder or glob, --out-dir, --npy, --no-figures or --resume; else the
+    one-image path of old (with --targets too: the image's class is looked up in the file)."""
     one = len(a.inputs) == 1 and not os.path.isdir(a.inputs[0]) and (os.path.exists(a.inputs[0])
                                                                     or not any(c in a.inputs[0] for c in "*?["))
-    return (not one or a.out_dir is not None or a.npy or a.ray is not None or a.resume or a.targets is not None
-            or not a.figures)
+    return not one or a.out_dir is not None or a.npy or a.ray is not None or a.resume or not a.figures
 
 
 def run(a: argparse.Namespace) -> int:
@@ -91,7 +91,17 @@ def run(a: argparse.Namespace) -> int:
         return run_many(a)
     from ..api import explain
 
-    r = explain(a.model, a.inputs[0], target=a.target, steps=a.steps, rule=a.rule, baseline=a.baseline, out=a.out,
+    target = a.target
+    if a.targets is not None:  # one image: its class from the file, then as --target
+        from ..errors import InputError
+
+        options = options_of(a)
+        options.check()
+        try:
+            target = options.targets.lookup(a.inputs[0])
+        except InputError as exc:
+            raise InputError(f"{a.inputs[0]}: {exc}") from None
+    r = explain(a.model, a.inputs[0], target=target, steps=a.steps, rule=a.rule, baseline=a.baseline, out=a.out,
                 save_npy=a.save_npy, device=a.device, max_memory=a.max_memory, threads=a.threads,
                 progress=sys.stderr.isatty(), cmap=a.cmap, overwrite=a.force, clip_percentile=a.clip_percentile,
                 sign=a.sign, alpha=a.alpha)
