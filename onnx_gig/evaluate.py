@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -20,11 +20,13 @@ from .batch import collect_inputs
 from .errors import InputError, ModelError, whole_number
 from .heatmap import save_png
 from .imageio import DYNAMIC_SHORT_SIDE, Preprocess, load_input, make_baseline
+from .journal import file_digest
 from .metrics import DEFAULT_BATCH, OnnxForward, blur, deletion, image_hw, insertion, read_onnx
 from .methods import METHODS, converted, graphs_needed, parse_methods, saliency_maps
 from .plots import Series, hstack, line_chart
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel, parse_memory
+from .targets import TargetTable, read_targets
 
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -65,7 +67,7 @@ class EvalResult:
     model: str
     images: list[str]
     methods: list[str]
-    targets: np.ndarray  # [n_images] the class predicted on the clean image (explained and scored)
+    targets: np.ndarray  # [n_images] the class explained and scored: predicted on the clean image, or from --targets
     target_labels: list[str]
     clean_prob: np.ndarray  # [n_images] its probability (softmax, or sigmoid for such a head)
     x: dict[str, np.ndarray]  # kind -> fraction of pixels moved at each point
@@ -209,7 +211,8 @@ class EvalWorker:
     def __init__(self, graphs: dict[str, str | os.PathLike], methods: Sequence[str], *, step: Optional[int] = None,
                  batch_size: int = DEFAULT_BATCH, steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE,
                  baseline: str = "zeros", seed: int = 0, device: str = "auto", max_memory: int | str | None = None,
-                 threads: Optional[int] = None, keep_maps: bool = False) -> None:
+                 threads: Optional[int] = None, keep_maps: bool = False, targets: Any = None) -> None:
+        self.targets = targets  # a TargetTable (targets.read_targets): each image's class; else the predicted one
         self.graphs = {g: GigModel(p, device=device, max_memory=max_memory, threads=threads) for g, p in graphs.items()}
         first = next(iter(self.graphs.values()))
         self.pp = first.preprocess
@@ -230,10 +233,15 @@ class EvalWorker:
 
         pp, bs = self.pp, self.batch_size
         xs, idx, errors = [], [], []
+        wanted = []
         for i, path in items:
             try:
+                if self.targets is not None:
+                    t = self.targets.lookup(path)
                 xs.append(load_input(path, pp, self.input_shape)[0])
                 idx.append(int(i))
+                if self.targets is not None:
+                    wanted.append(t)
             except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
                 errors.append((int(i), str(path), error_line(exc, str(path))))
         names = self.methods
@@ -244,7 +252,7 @@ class EvalWorker:
         x = np.stack(xs)
         h, w = image_hw(x[0], pp.layout)
         scores = np.concatenate([self.forward(x[i:i + bs]) for i in range(0, len(x), bs)])
-        targets = scores.argmax(1)
+        targets = scores.argmax(1) if self.targets is None else np.asarray(wanted, np.int64)
         probs = probabilities(scores, self.forward.probability)
         base = (np.stack([make_baseline(self.baseline, xi, None, pp) for xi in x])
                 if self.baseline != "zeros" else None)
@@ -290,7 +298,7 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
              device: str = "auto", max_memory: int | str | None = None, threads: Optional[int] = None,
              cache_dir: str | os.PathLike | None = None, progress: bool = False, title: Optional[str] = None,
              save_maps: bool = False, ray: Optional[str] = None, actors: Optional[int] = None,
-             resume: bool = False) -> EvalResult:
+             resume: bool = False, targets: Any = None) -> EvalResult:
     """Deletion and insertion of every method on every image of a classifier ``model`` (the original .onnx).
 
     The converted models the methods need are written to ``cache_dir`` (default ``out_dir/converted``,
@@ -302,6 +310,10 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
 
     With ``out_dir``, every chunk scored is saved in ``out_dir/parts`` until the results are written
     (evalparts.py); ``resume`` loads an interrupted run's chunks and scores only the images they lack.
+
+    ``targets`` (a label file's path, or what ``targets.read_targets`` returns) explains and scores each
+    image's class from the file instead of the class predicted on the clean image; an image it does not
+    name is left out and listed in ``failed``.
     """
     import tempfile
 
@@ -334,14 +346,21 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
             raise InputError("eval on Ray needs an output folder the workers can read (out_dir or cache_dir)")
     settings = {"step": step, "steps": steps, "rule": rule, "baseline": baseline, "batch_size": int(batch_size),
                 "seed": seed}
+    if targets is not None and not isinstance(targets, TargetTable) and not Path(targets).is_file():
+        raise InputError(f"--targets {targets}: no such file")
+    if targets is not None:  # named by its contents; absent otherwise, so earlier runs still resume
+        settings["targets"] = f"file sha256 {targets.digest if isinstance(targets, TargetTable) else file_digest(targets)}"
     store = _part_store(out_dir, src, paths, {**settings, "methods": names, "save_maps": bool(save_maps)}, resume)
     earlier = store.load() if store is not None and resume else []
     done = {i for p in earlier for i in p.indices.tolist()}
     items = [(i, p) for i, p in enumerate(map(str, paths)) if i not in done]
     try:
         files = {g: converted(src, g, cache_dir) for g in graphs_needed(names) or ["ig"]}
+        meta = {p.key: p.value for p in read_onnx(next(iter(files.values())), load_external_data=False).metadata_props}
+        labels = json.loads(meta["onnx_gig.labels"]) if meta.get("onnx_gig.labels") else None
+        table = _target_table(targets, labels, meta.get("onnx_gig.num_classes"), paths)
         kwargs = dict(step=step, batch_size=batch_size, steps=steps, rule=rule, baseline=baseline, seed=seed,
-                      device=device, max_memory=max_memory, threads=threads, keep_maps=save_maps)
+                      device=device, max_memory=max_memory, threads=threads, keep_maps=save_maps, targets=table)
         if store is not None and items:
             store.start()
         save = store.save if store is not None else None
@@ -358,8 +377,6 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
                     parts.append(worker.run(items[i:i + EVAL_CHUNK], bar))
                     if save is not None:
                         save(parts[-1])
-        meta = {p.key: p.value for p in read_onnx(next(iter(files.values())), load_external_data=False).metadata_props}
-        labels = json.loads(meta["onnx_gig.labels"]) if meta.get("onnx_gig.labels") else None
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -369,6 +386,16 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     if store is not None:
         store.clear()
     return result
+
+
+def _target_table(targets: Any, labels: Optional[list[str]], num_classes: Optional[str], paths: Sequence[Path]):
+    """The run's TargetTable (read with the model's labels), checked against its classes and images; or None."""
+    if targets is None:
+        return None
+    table = targets if isinstance(targets, TargetTable) else read_targets(targets, labels)
+    table.check(int(num_classes) if num_classes else None)
+    table.check_covers(paths)
+    return table
 
 
 def _part_store(out_dir, model: Path, paths: Sequence[Path], settings: dict, resume: bool):

@@ -271,3 +271,38 @@ def test_a_failed_eval_leaves_nothing_that_blocks_the_next(tiny, tmp_path):
     for _ in range(2):
         with pytest.raises(InputError, match="no readable images"):
             evaluate(model, [bad], "gradient", tmp_path / "ev", step=16)
+
+
+def test_eval_targets_scores_each_images_class_from_the_file(tiny, tmp_path):
+    """--targets: each image's map and curves are for the file's class (a label or an index), its first
+    deletion point that class's probability on the clean image; an image the file does not name is left out."""
+    from onnx_gig.contract import probabilities
+    from onnx_gig.imageio import Preprocess, load_input
+    from onnx_gig.metrics import deletion
+
+    model, photos = tiny
+    labels = tmp_path / "val.txt"
+    labels.write_text("photo0.png bee\nphoto1.png 2\n")
+    out = tmp_path / "eval"
+    r = evaluate(model, photos, "gradient,gnl-ig", out, steps=4, step=8, targets=labels, save_maps=True)
+    assert list(r.targets) == [1, 2] and r.target_labels == ["bee", "cat"]
+    assert [Path(p).name for p, _ in r.failed] == ["photo2.png"] and "no class for it" in r.failed[0][1]
+    f = OnnxForward(model)
+    pp = Preprocess.from_json(json.dumps(PREPROCESS))
+    maps = np.load(out / "maps.npz")
+    for k, (photo, t) in enumerate(zip(photos[:2], (1, 2))):
+        x = load_input(photo, pp, [1, 3, SIZE, SIZE])[0]
+        probs = probabilities(f(x[None]), f.probability)[0]
+        assert r.clean_prob[k] == pytest.approx(float(probs[t]), rel=1e-5)
+        again = deletion(f, x, maps["gnl-ig"][k], step=8, target=t)
+        np.testing.assert_allclose(r.curves["deletion"]["gnl-ig"][k], again.y, rtol=1e-5, atol=1e-7)
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert {(Path(row["image"]).name, row["target"]) for row in rows} == {("photo0.png", "1"), ("photo1.png", "2")}
+    p = subprocess.run([sys.executable, "-m", "onnx_gig.cli", "eval", str(model), *map(str, photos), "--methods",
+                        "gradient", "--steps", "2", "--targets", str(labels), "--out-dir", str(tmp_path / "cli")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 3 and "photo2.png: no class for it" in p.stderr, p.stderr
+    bad = tmp_path / "bad.txt"
+    bad.write_text("photo0.png 7\n")
+    with pytest.raises(Exception, match="class 7 is out of range"):
+        evaluate(model, photos, "gradient", tmp_path / "e2", targets=bad)

@@ -193,6 +193,20 @@ def test_eval_on_ray_matches_one_process(cluster, tmp_path):
     assert (tmp_path / "dist" / "per_image.csv").read_text() == (tmp_path / "local" / "per_image.csv").read_text()
 
 
+def test_eval_targets_on_ray_match_one_process(cluster, tmp_path):
+    """eval --targets on Ray: the table travels to the actors; classes, curves and the one left out as locally."""
+    model = tiny_cnn(tmp_path / "tiny.onnx")
+    photos = write_photos(tmp_path / "photos", 3)
+    labels = tmp_path / "val.txt"
+    labels.write_text("photo0.png cat\nphoto2.png 0\n")
+    local = evaluate(model, photos, "gradient", tmp_path / "local", step=8, targets=labels)
+    dist = evaluate(model, photos, "gradient", tmp_path / "dist", step=8, targets=labels, ray=cluster.address,
+                    actors=2)
+    assert list(dist.targets) == list(local.targets) == [2, 0]
+    assert [Path(f).name for f, _ in dist.failed] == [Path(f).name for f, _ in local.failed] == ["photo1.png"]
+    np.testing.assert_allclose(dist.curves["deletion"]["gradient"], local.curves["deletion"]["gradient"], atol=1e-6)
+
+
 def test_an_actor_that_cannot_load_the_model_fails_each_image_in_one_line(tmp_path):
     """A worker that cannot see the model (no shared storage) reports it per image; no actor crash loop."""
     actor = GigActor(model=str(tmp_path / "elsewhere_gig.onnx"), options=ExplainOptions(steps=STEPS), device="cpu",

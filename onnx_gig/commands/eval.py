@@ -14,7 +14,8 @@ HELP = "measure faithfulness: deletion and insertion areas per method (RISE prot
 DESCRIPTION = ("Convert the classifier as the methods need (cached in OUT_DIR/converted), compute every method's "
                "map on every image, and score the maps by deletion (pixels set to 0 in model-input space, most "
                "salient first; lower area is better) and insertion (from an 11x11 sigma-5 blur back to the image; "
-               "higher is better), with the probability of the class predicted on the clean image. Writes "
+               "higher is better), with the probability of the class predicted on the clean image (or of each image's "
+               "class from --targets). Writes "
                "results.md, results.csv (mean and std per method), per_image.csv, curves.npz and curves.png. "
                "Methods: " + "; ".join(f"{m}: {METHODS[m].description}" for m in ALL) + ". Exit status: 0; 3 when "
                "some inputs could not be read (each named on one line of stderr; the others are scored); 2 bad "
@@ -41,6 +42,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default="zeros", help="IG/GNL-IG baseline: zeros (default), black, white, blur")
     p.add_argument("--title", help="title for the table and figure")
     p.add_argument("--save-maps", action="store_true", help="also write every map to OUT_DIR/maps.npz")
+    p.add_argument("--targets", metavar="FILE",
+                   help="explain and score each image's class as FILE gives it, not the predicted one (the forms "
+                        "of explain --targets: val.txt lines, CSV/TSV, JSON); images it does not name are left out")
     p.add_argument("--resume", action="store_true",
                    help="finish an interrupted eval into the same --out-dir: the chunks it scored (saved in "
                         "OUT_DIR/parts until the results are written) are kept and only the rest is scored; the "
@@ -74,7 +78,7 @@ def run(a: argparse.Namespace) -> int:
     r = evaluate(a.model, a.images, a.methods, a.out_dir, step=a.step, batch_size=a.batch_size, steps=a.steps,
                  rule=a.rule, baseline=a.baseline, seed=a.seed, device=a.device, max_memory=a.max_memory,
                  threads=a.threads, progress=sys.stderr.isatty(), title=a.title, save_maps=a.save_maps,
-                 ray=a.ray, actors=a.actors, resume=a.resume)
+                 ray=a.ray, actors=a.actors, resume=a.resume, targets=a.targets)
     print(f"{'method':<18} {'deletion (lower better)':>24} {'insertion (higher better)':>26}")
     for row in r.summary():
         print(f"{row['method']:<18} {row['deletion_mean']:>15.4f} ± {row['deletion_std']:.4f} "
