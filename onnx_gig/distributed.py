@@ -26,7 +26,7 @@ import numpy as np
 from .errors import GigError, InputError, first_line, whole_number
 from .heatmap import png_bytes
 from .journal import recorded_outputs
-from .writer import ResultWriter, draw_figure
+from .writer import OUTPUTS, ResultWriter, draw_figure
 
 RAY_MISSING = "--ray needs Ray: pip install 'onnx-gig[ray]'"
 CPU_THREADS_PER_ACTOR = 4  # default split of a machine's cores on CPU: one actor per 4 cores
@@ -311,7 +311,7 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
                 if report is not None:
                     report(r)
         return RaySummary(len(names), writer.explained, len(writer.failures), 0, 0, 0, 0, time.perf_counter() - t0,
-                          0.0, list(writer.failures), [Path(out_dir) / n for n in ("results.csv", "results.jsonl")],
+                          0.0, list(writer.failures), [Path(out_dir) / n for n in OUTPUTS],
                           {}, writer.resumed)
     with ray_session(address) as ray, writer:
         plan = plan_actors(ray, actors, threads, device)
@@ -350,7 +350,7 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
                            "from the figures written)")
     return RaySummary(len(names), writer.explained, len(writer.failures), duplicates, plan.actors, plan.threads,
                       plan.gpus, time.perf_counter() - t0, first or 0.0, list(writer.failures),
-                      [Path(out_dir) / n for n in ("results.csv", "results.jsonl")], workers, writer.resumed)
+                      [Path(out_dir) / n for n in OUTPUTS], workers, writer.resumed)
 
 
 def _fields(meta: str) -> dict:

@@ -1,4 +1,5 @@
-"""Write many images' results into one folder: a figure (and .npy) per image, results.csv and results.jsonl.
+"""Write many images' results into one folder: a figure (and .npy) per image, results.csv, results.jsonl and
+the page that shows them all (index.html, gallery.py).
 
 Every file is written atomically; the tables are written at ``close`` (rows ordered by input index), so an
 interrupted run leaves complete figures and no half-written table. Results may arrive more than once or
@@ -19,10 +20,12 @@ import numpy as np
 from .batch import ExplainOptions, ImageResult, Inputs
 from .errors import InputError
 from .fileio import atomic_path, check_output
+from .gallery import PAGE, render_page
 from .heatmap import render_figure, save_png, saliency_map
 from .journal import RECORD, RunRecord, fingerprint, input_key, is_done
 
 TABLES = ("results.csv", "results.jsonl")
+OUTPUTS = TABLES + (PAGE,)  # what close writes: the tables and the page that shows them (gallery.py)
 
 
 def draw_figure(result: ImageResult, o: ExplainOptions):
@@ -61,6 +64,7 @@ class ResultWriter:
             raise InputError("resuming needs the model: the run record checks that the same model and options "
                              "made the earlier outputs")
         self.figures, self.npy, self.overwrite = figures, npy, overwrite
+        self._model_name = Path(model).name if model is not None else None
         self.options = options or ExplainOptions()
         self._protect = [Path(p) for p in protect] + [Path(p) for p in (inputs or ())]
         self._taken = {os.path.normcase(os.path.realpath(p)) for p in self._protect}
@@ -77,7 +81,7 @@ class ResultWriter:
         earlier = self._earlier_run(resume)
         # a resumed run may replace files the record does not vouch for (an image cut off mid-write)
         self._replace = overwrite or self._appending
-        for name in TABLES:
+        for name in OUTPUTS:
             check_output(self.dir / name, self._protect, self._replace)
         for i, p in enumerate(inputs or ()):
             entry = earlier.get(input_key(p))
@@ -208,11 +212,11 @@ class ResultWriter:
         return [self._rows[i] for i in sorted(self._rows)] + self._carried
 
     def close(self) -> list[Path]:
-        """Write results.csv and results.jsonl (each complete or absent); return their paths.
+        """Write results.csv, results.jsonl and index.html (each complete or absent); return their paths.
 
         The run record stays: a later ``resume`` adds images that appeared since without redoing these."""
         if self.closed:
-            return [self.dir / n for n in TABLES]
+            return [self.dir / n for n in OUTPUTS]
         if self.record is not None:
             self.record.close()
         rows = self.rows()
@@ -224,12 +228,25 @@ class ResultWriter:
             w.writerow({k: "" if v is None else v for k, v in r.items()})
         out = []
         for name, body in (("results.csv", text.getvalue()),
-                           ("results.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))):
+                           ("results.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)),
+                           (PAGE, render_page(rows, self.page_title(), self.page_subtitle()))):
             out.append(self.dir / name)
             with atomic_path(out[-1], protect=self._protect) as tmp:
                 tmp.write_text(body, encoding="utf-8")
         self.closed = True
         return out
+
+    def page_title(self) -> str:
+        """The page's heading: what was explained, with which model."""
+        return f"onnx-gig: {self._model_name or 'attributions'}"
+
+    def page_subtitle(self) -> str:
+        """The options that shaped the maps, as the figures' titles give them."""
+        o = self.options
+        target = "classes from " + os.path.basename(str(getattr(o.targets, "source", o.targets))) if o.targets \
+            else (f"class {o.target}" if o.target is not None else "the predicted class")
+        return (f"{target}; {o.steps} steps ({o.rule}), baseline {o.baseline}; map: {o.sign}, clipped at the "
+                f"{o.clip_percentile:g}th percentile")
 
     def __enter__(self) -> "ResultWriter":
         return self
@@ -244,4 +261,4 @@ class ResultWriter:
                 self.record.close()
 
 
-__all__ = ["ResultWriter", "TABLES", "draw_figure"]
+__all__ = ["OUTPUTS", "ResultWriter", "TABLES", "draw_figure"]

@@ -63,7 +63,7 @@ def test_an_out_dir_inside_the_input_folder_is_never_an_input(demo_gig, tmp_path
         assert r.returncode == 0, r.stderr
         assert [Path(row["image"]).name for row in rows(out)] == ["cat.png", "cup.png"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "cat.npy", "cat_gig.png", "cup.npy", "cup_gig.png", "results.csv", "results.jsonl"]
+        "cat.npy", "cat_gig.png", "cup.npy", "cup_gig.png", "index.html", "results.csv", "results.jsonl"]
 
 
 def test_photos_in_the_out_dir_are_still_inputs_and_a_glob_skips_the_figures_too(demo_gig, tmp_path):
@@ -166,7 +166,7 @@ def test_no_figures_writes_the_tables_and_npy_only(demo_gig, tmp_path):
     assert p.returncode == q.returncode == 0, p.stderr + q.stderr
     assert "wrote 2 .npy files, results.csv" in p.stdout and "figure" not in p.stdout.split(" in ")[0]
     assert sorted(f.name for f in plain.iterdir() if not f.name.startswith(".")) == [
-        "cat.npy", "cup.npy", "results.csv", "results.jsonl"]
+        "cat.npy", "cup.npy", "index.html", "results.csv", "results.jsonl"]
     a, b = rows(plain), rows(with_figs)
     assert [r["figure"] for r in a] == ["", ""] and all(r["figure"] for r in b)
     for ra, rb in zip(a, b):

@@ -19,6 +19,7 @@ DESCRIPTION = (
     "all (--workers sessions side by side), images x steps batched under --max-memory, and DIR/<stem>_gig.png "
     "per image (names made unique), "
     "DIR/results.csv and DIR/results.jsonl (one row per input: class, probability, scores, top-5, error), "
+    "DIR/index.html (every figure with its class at a glance, sorted and filtered in the browser), "
     "with --npy DIR/<stem>.npy. Preprocessing and labels come from the model file. Exit status: 0 all "
     f"explained; {SOME_FAILED} some inputs could not be read (each named on one line of stderr; the others "
     "are written); 2 bad options or model, or no input found; 130 interrupted (no partial file is left: "
@@ -161,7 +162,7 @@ def run_many(a: argparse.Namespace) -> int:
                 report_failure(r)
     failed = len(w.failures)
     print(f"{w.explained} explained{_earlier(w.resumed)}, {failed} failed; wrote {_files(w.explained - w.resumed, a)}"
-          f"results.csv and results.jsonl in {out_dir}")
+          f"results.csv, results.jsonl and index.html (open it in a browser) in {out_dir}")
     return SOME_FAILED if failed else 0
 
 
@@ -198,11 +199,11 @@ def run_ray(a: argparse.Namespace, inputs, options, out_dir: str, protect: list)
                     progress=sys.stderr.isatty(), protect=protect, report=report_failure)
     if not s.actors:  # --resume found nothing left to run: no Ray was started
         print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed; nothing left to run; wrote "
-              f"results.csv and results.jsonl in {out_dir}")
+              f"results.csv, results.jsonl and index.html (open it in a browser) in {out_dir}")
         return SOME_FAILED if s.failed else 0
     ran = s.explained + s.failed - s.resumed
     rate = f", then {s.images_per_second:.2f} images/s" if ran > 1 else ""  # no rate from one image
     print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed on {_count(s.actors, 'Ray actor')} x "
           f"{s.threads} threads in {s.seconds:.1f} s ({s.startup_seconds:.1f} s to the first result{rate}); wrote "
-          f"{_files(s.explained - s.resumed, a)}results.csv and results.jsonl in {out_dir}")
+          f"{_files(s.explained - s.resumed, a)}results.csv, results.jsonl and index.html (open it in a browser) in {out_dir}")
     return SOME_FAILED if s.failed else 0
