@@ -300,6 +300,8 @@ def attribute_items(gm: GigModel, loaded: list[tuple[ImageResult, np.ndarray]], 
 def with_classes(options: ExplainOptions, model: str | os.PathLike | GigModel) -> ExplainOptions:
     """``options`` with classes given by name resolved by ``model``'s labels: a ``target`` label and a
     ``targets`` file named by path (read here)."""
+    if options.target is not None and options.targets is not None:  # before reading either: the real problem
+        raise InputError("--target explains one class in every image, --targets one class per image: give one")
     named_target = isinstance(options.target, str)
     if not named_target and not isinstance(options.targets, (str, os.PathLike)):
         return options

@@ -20,7 +20,6 @@ from .batch import collect_inputs
 from .errors import InputError, ModelError, whole_number
 from .heatmap import save_png
 from .imageio import DYNAMIC_SHORT_SIDE, Preprocess, load_input, make_baseline
-from .journal import file_digest
 from .metrics import DEFAULT_BATCH, OnnxForward, blur, deletion, image_hw, insertion, read_onnx
 from .methods import METHODS, converted, graphs_needed, parse_methods, saliency_maps
 from .plots import Series, hstack, line_chart
@@ -116,10 +115,15 @@ class EvalResult:
                             f"{dl[m][i]:.6f}", f"{ins[m][i]:.6f}"])
         return buf.getvalue()
 
+    def explained_class(self) -> str:
+        """Which class each image is explained and scored for, in words."""
+        given = self.settings.get("targets_file")
+        return f"the class {given} gives each image" if given else "the class predicted on each clean image"
+
     def to_markdown(self, title: Optional[str] = None) -> str:
         s = self.settings
         lines = [f"# {title or 'Deletion and insertion: ' + Path(self.model).name}", "",
-                 f"{len(self.images)} images; the class predicted on each clean image is explained and scored "
+                 f"{len(self.images)} images; {self.explained_class()} is explained and scored "
                  f"(the probability the model's head gives it). {s['points']} points per curve, {s['step']} pixels per step; "
                  f"deletion to 0 in model-input space, insertion from an {s['blur']} Gaussian blur; "
                  f"IG and GNL-IG: {s['steps']} {s['rule']} steps from the {s['baseline']} baseline; "
@@ -141,7 +145,8 @@ class EvalResult:
             series = [Series(f"{m} ({area[m]:.3f})", self.x[kind], self.curves[kind][m].mean(0)) for m in self.methods]
             charts.append(line_chart(series, title=f"{title}{kind} (mean of {len(self.images)} images)",
                                      xlabel=f"fraction of pixels {verb}",
-                                     ylabel="probability of the predicted class", xlim=(0, 1), ylim=(0, 1),
+                                     ylabel=f"probability of the {'labelled' if self.settings.get('targets_file') else 'predicted'} class",
+                                     xlim=(0, 1), ylim=(0, 1),
                                      legend=where))
         return hstack(charts)
 
@@ -155,7 +160,7 @@ class EvalResult:
         for name, text in (("results.md", self.to_markdown(title)), ("results.csv", self.to_csv()),
                            ("per_image.csv", self.per_image_csv())):
             with atomic_path(d / name) as tmp:
-                tmp.write_text(text, encoding="utf-8")
+                tmp.write_text(text, encoding="utf-8", errors="backslashreplace")  # names that are not UTF-8
             written.append(d / name)
         arrays = {f"{k}_x": v for k, v in self.x.items()}
         arrays.update({f"{k}/{m}": c for k, per in self.curves.items() for m, c in per.items()})
@@ -329,8 +334,10 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     src = Path(model)
     if not src.is_file():
         raise InputError(f"model file not found: {src}")
-    if any(p.key == "onnx_gig.method" for p in read_onnx(src, load_external_data=False).metadata_props):
+    head = read_onnx(src, load_external_data=False)
+    if any(p.key == "onnx_gig.method" for p in head.metadata_props):
         raise ModelError(f"{src} is already a converted model; pass the original classifier")
+    table = _target_table(targets, head, paths)  # before any conversion: a bad file leaves nothing behind
     if ray is not None:
         from .distributed import import_ray
 
@@ -346,10 +353,8 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
             raise InputError("eval on Ray needs an output folder the workers can read (out_dir or cache_dir)")
     settings = {"step": step, "steps": steps, "rule": rule, "baseline": baseline, "batch_size": int(batch_size),
                 "seed": seed}
-    if targets is not None and not isinstance(targets, TargetTable) and not Path(targets).is_file():
-        raise InputError(f"--targets {targets}: no such file")
-    if targets is not None:  # named by its contents; absent otherwise, so earlier runs still resume
-        settings["targets"] = f"file sha256 {targets.digest if isinstance(targets, TargetTable) else file_digest(targets)}"
+    if table is not None:  # named by its contents; absent otherwise, so earlier runs still resume
+        settings["targets"] = f"file sha256 {table.digest}"
     store = _part_store(out_dir, src, paths, {**settings, "methods": names, "save_maps": bool(save_maps)}, resume)
     earlier = store.load() if store is not None and resume else []
     done = {i for p in earlier for i in p.indices.tolist()}
@@ -358,7 +363,8 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
         files = {g: converted(src, g, cache_dir) for g in graphs_needed(names) or ["ig"]}
         meta = {p.key: p.value for p in read_onnx(next(iter(files.values())), load_external_data=False).metadata_props}
         labels = json.loads(meta["onnx_gig.labels"]) if meta.get("onnx_gig.labels") else None
-        table = _target_table(targets, labels, meta.get("onnx_gig.num_classes"), paths)
+        if table is not None:
+            table.check(int(meta["onnx_gig.num_classes"]) if meta.get("onnx_gig.num_classes") else None)
         kwargs = dict(step=step, batch_size=batch_size, steps=steps, rule=rule, baseline=baseline, seed=seed,
                       device=device, max_memory=max_memory, threads=threads, keep_maps=save_maps, targets=table)
         if store is not None and items:
@@ -380,7 +386,8 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     finally:
         if tmp is not None:
             tmp.cleanup()
-    result = assemble(str(src), paths, missing, names, parts, labels, settings)
+    shown = {**settings, "targets_file": Path(table.source).name} if table is not None else settings
+    result = assemble(str(src), paths, missing, names, parts, labels, shown)
     if out_dir is not None:
         result.save(out_dir, title, save_maps)
     if store is not None:
@@ -388,12 +395,16 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     return result
 
 
-def _target_table(targets: Any, labels: Optional[list[str]], num_classes: Optional[str], paths: Sequence[Path]):
-    """The run's TargetTable (read with the model's labels), checked against its classes and images; or None."""
+def _target_table(targets: Any, head: Any, paths: Sequence[Path]) -> Optional[TargetTable]:
+    """The run's TargetTable, read with the classifier's labels (``head``: its ModelProto without weights) and
+    checked against its class count where its output spells it, and against the images; or None."""
     if targets is None:
         return None
-    table = targets if isinstance(targets, TargetTable) else read_targets(targets, labels)
-    table.check(int(num_classes) if num_classes else None)
+    raw = next((p.value for p in head.metadata_props if p.key == "onnx_gig.labels"), None)
+    table = targets if isinstance(targets, TargetTable) else read_targets(targets, json.loads(raw) if raw else None)
+    outs = head.graph.output
+    dims = outs[0].type.tensor_type.shape.dim if len(outs) == 1 else []
+    table.check(dims[-1].dim_value if len(dims) == 2 and dims[-1].dim_value > 0 else None)
     table.check_covers(paths)
     return table
 

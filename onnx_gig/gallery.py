@@ -1,7 +1,8 @@
-"""A folder run's page, ``DIR/index.html``: every image's figure and class at a glance, in any browser.
+"""A folder run's page, ``DIR/results.html``: every image's figure and class at a glance, in any browser.
 
 A run over hundreds of photos is read by looking, not by reading results.csv. The page shows each figure with
-its class, probability and top-5, and each failure with its reason; it filters (by file name or class) and
+its class, probability and top-5, and each failure with its reason; it filters (by path below the folder the
+images share, or class) and
 sorts (input order, probability either way, class) in the page, and shows 60 at a time, so a validation set's
 page stays quick. It is one static file beside the figures, which it links by name, so the folder can be
 moved, zipped or served as it is. The rows are embedded as JSON and drawn with ``textContent``: nothing is
@@ -12,9 +13,10 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 from typing import Sequence
 
-PAGE = "index.html"
+PAGE = "results.html"  # beside results.csv; not index.html, which a folder may hold already
 PER_PAGE = 60
 
 _CSS = """
@@ -28,8 +30,9 @@ header { position: sticky; top: 0; background: var(--bg); padding: 12px 20px; bo
 h1 { font-size: 18px; margin: 0 0 4px; }
 .sub { color: var(--muted); margin: 0 0 8px; }
 .controls { display: flex; flex-wrap: wrap; gap: 8px 16px; align-items: center; }
-.controls input[type=search] { min-width: 320px; padding: 4px 8px; }
-main { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 14px; padding: 16px 20px; }
+.controls input[type=search] { width: min(320px, 100%); padding: 4px 8px; }
+main { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(440px, 100%), 1fr)); gap: 14px;
+       padding: 16px 20px; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 8px; margin: 0;
         overflow-wrap: anywhere; }
 .card img { width: 100%; height: auto; display: block; border-radius: 4px; background: #000; }
@@ -48,26 +51,35 @@ _JS = r"""
   const $ = (id) => document.getElementById(id);
   const grid = $("grid"), info = $("info"), pageOf = $("page");
   let page = 0;
-  rows.forEach((r, i) => { r._i = i; r._name = String(r.image || "").split(/[\\/]/).pop(); });
+  const common = document.body.dataset.common;  // the folder every image is in: left out of the filter
+  rows.forEach((r, i) => {
+    const path = String(r.image || "");
+    r._i = i; r._name = path.split(/[\\/]/).pop();
+    r._rel = (common && path.startsWith(common) ? path.slice(common.length) : path).toLowerCase();
+  });
   const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls;
                                    if (text !== undefined) e.textContent = text; return e; };
   const pct = (p) => (p === null || p === undefined || p === "") ? "" : (100 * Number(p)).toFixed(1) + " %";
   function chosen() {
     const q = $("q").value.trim().toLowerCase(), failed = $("failed").checked, how = $("sort").value;
     let out = rows.filter((r) => (!failed || r.error) &&
-      (!q || String(r.image).toLowerCase().includes(q) || String(r.label || "").toLowerCase().includes(q) ||
-       String(r.target ?? "") === q));
+      (!q || r._rel.includes(q) || String(r.label || "").toLowerCase().includes(q) || String(r.target ?? "") === q));
     const prob = (r) => (r.error || r.probability === null) ? -1 : Number(r.probability);
     if (how === "prob-desc") out.sort((a, b) => prob(b) - prob(a) || a._i - b._i);
     if (how === "prob-asc") out.sort((a, b) => (a.error ? 2 : prob(a)) - (b.error ? 2 : prob(b)) || a._i - b._i);
-    if (how === "class") out.sort((a, b) => String(a.label || "~").localeCompare(String(b.label || "~")) || a._i - b._i);
+    const cls = (r) => String(r.label ?? r.target ?? "");
+    if (how === "class") out.sort((a, b) => (!!a.error - !!b.error) ||
+      cls(a).localeCompare(cls(b), undefined, {numeric: true, sensitivity: "base"}) || (a.target ?? 0) - (b.target ?? 0) ||
+      a._i - b._i);
     return out;
   }
   function card(r) {
     const c = el("figure", r.error ? "card failed" : "card");
     c.dataset.index = r._i;
-    if (r.figure) {
-      const a = el("a"); a.href = encodeURIComponent(r.figure);  // a name in this folder, whatever it holds
+    let href = null;
+    try { href = r.figure ? encodeURIComponent(r.figure) : null; } catch (e) { /* a name no encoding reads */ }
+    if (href !== null) {
+      const a = el("a"); a.href = href;  // a name in this folder, whatever characters it holds
       a.target = "_blank"; a.rel = "noopener";
       const img = el("img"); img.loading = "lazy"; img.alt = "figure of " + r._name; img.src = a.href;
       a.appendChild(img); c.appendChild(a);
@@ -118,6 +130,18 @@ def _json_for_script(rows: Sequence[dict]) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def _common_folder(rows: Sequence[dict]) -> str:
+    """The folder every row's image is in, with its trailing separator ('' if none or one image)."""
+    paths = [str(r.get("image") or "") for r in rows]
+    if len(paths) < 2:
+        return ""
+    try:
+        common = os.path.commonpath([os.path.dirname(p) for p in paths])
+    except ValueError:  # absolute and relative paths mixed, or other drives
+        return ""
+    return common + os.sep if common else ""
+
+
 def render_page(rows: Sequence[dict], title: str, subtitle: str = "", per_page: int = PER_PAGE) -> str:
     """The page for ``rows`` (ResultWriter's rows: image, target, label, probability, top1..5, error, figure)."""
     failed = sum(1 for r in rows if r.get("error"))
@@ -131,12 +155,12 @@ def render_page(rows: Sequence[dict], title: str, subtitle: str = "", per_page: 
 <title>{html.escape(title)}</title>
 <style>{_CSS}</style>
 </head>
-<body data-per-page="{int(per_page)}">
+<body data-per-page="{int(per_page)}" data-common="{html.escape(_common_folder(rows))}">
 <header>
 <h1>{html.escape(title)}</h1>
 <p class="sub">{html.escape(counts)}{' · ' + html.escape(subtitle) if subtitle else ''}</p>
 <div class="controls">
-<input id="q" type="search" placeholder="filter: file name, class or class index" aria-label="filter">
+<input id="q" type="search" placeholder="filter: file or folder name, class or class index" aria-label="filter">
 <label>sort <select id="sort" aria-label="sort">
 <option value="input">input order</option>
 <option value="prob-desc">probability, highest first</option>
@@ -144,7 +168,7 @@ def render_page(rows: Sequence[dict], title: str, subtitle: str = "", per_page: 
 <option value="class">class</option>
 </select></label>
 <label><input id="failed" type="checkbox"> failed only</label>
-<span id="info"></span>
+<span id="info" aria-live="polite"></span>
 </div>
 </header>
 <main id="grid"></main>

@@ -56,7 +56,13 @@ def input_stamp(path: str | os.PathLike) -> list:
 def settings_changed(earlier: dict, now: dict) -> str:
     """What differs between an earlier run's fingerprint and this one's, in a few words ("" if nothing)."""
     changed = [k for k in sorted(set(earlier) | set(now)) if earlier.get(k) != now.get(k)]
-    return "; ".join(f"{k}: {earlier.get(k)!r} then, {now.get(k)!r} now" for k in changed[:4])
+
+    def said(k: str) -> str:
+        a, b = earlier.get(k), now.get(k)
+        if all(isinstance(v, str) and v.startswith("file sha256 ") for v in (a, b)):
+            return f"{k}: a file with other contents now"  # two digests say nothing a reader can use
+        return f"{k}: {a!r} then, {b!r} now"
+    return "; ".join(said(k) for k in changed[:4])
 
 
 def fingerprint(model: str | os.PathLike, options: Any, *, figures: bool, npy: bool) -> dict:
@@ -126,7 +132,9 @@ class RunRecord:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if append:
                 _drop_cut_line(self.path)  # a line a kill cut short goes: read() skipped it, its image reruns
-            self._file = open(self.path, "a" if append else "w", encoding="utf-8")
+            # a file name that is not UTF-8 (bytes held as surrogates) is written as JSON's \udcff escape,
+            # which json.loads reads back to the same name
+            self._file = open(self.path, "a" if append else "w", encoding="utf-8", errors="backslashreplace")
             if not append or self._file.tell() == 0:
                 self._line(self.header)
         except OSError as exc:

@@ -28,6 +28,12 @@ from .imageio import IMAGE_SUFFIXES
 IMAGE_COLUMNS = ("image", "path", "file", "filename", "file_name", "image_path", "imageid", "image_id", "name", "id")
 CLASS_COLUMNS = ("target", "label", "class", "class_index", "class_id", "class_name", "label_id", "category", "y")
 _INDEX = re.compile(r"[+-]?[0-9]+(?:\.0*)?")  # 281, and 281.0 as a float column writes it (ASCII digits only)
+_DECIMAL = re.compile(r"[+-]?[0-9]*\.[0-9]+")
+
+
+def _norm(name: str) -> str:
+    """A class name as compared: lowercase, spaces collapsed ('Tiger  Cat ' is 'tiger cat')."""
+    return " ".join(name.split()).lower()
 
 
 def _key(path: str | os.PathLike) -> str:
@@ -47,16 +53,15 @@ class LabelIndex:
         self.known = labels is not None
         self.full: dict[str, int] = {}
         self.names: dict[str, int] = {}
-        self.shared: set[str] = set()  # names two classes share (ImageNet's two "crane" classes)
+        self.shared: dict[str, set[int]] = {}  # names two classes share (ImageNet's two "crane" classes)
         for k, label in enumerate(labels or ()):
-            key = str(label).strip().lower()
+            key = _norm(str(label))
             if self.full.setdefault(key, k) != k:
-                self.shared.add(key)
+                self.shared.setdefault(key, {self.full[key]}).add(k)
         for k, label in enumerate(labels or ()):
-            for name in str(label).split(","):
-                name = name.strip().lower()
+            for name in map(_norm, str(label).split(",")):
                 if name and name not in self.full and self.names.setdefault(name, k) != k:
-                    self.shared.add(name)
+                    self.shared.setdefault(name, {self.names[name]}).add(k)
 
     def index(self, token: Any) -> int:
         """The class ``token`` names: an index as written, or a label; InputError if neither."""
@@ -69,11 +74,14 @@ class LabelIndex:
         text = token.strip()
         if _INDEX.fullmatch(text):
             return int(float(text)) if "." in text else int(text)
+        if _DECIMAL.fullmatch(text):
+            raise InputError(f"class {text} is not a whole number")
         if not self.known:
-            raise InputError(f"class {text!r} is a name, and the model carries no labels: give class indices")
-        key = text.lower()
+            raise InputError(f"class {text!r} is a name, and the model carries no labels: give a class index")
+        key = _norm(text)
         if key in self.shared:
-            raise InputError(f"class {text!r} names more than one of the model's labels: give its index")
+            raise InputError(f"class {text!r} names more than one of the model's labels "
+                             f"({', '.join(map(str, sorted(self.shared[key])))}): give its index")
         k = self.full.get(key, self.names.get(key))
         if k is None:
             raise InputError(f"class {text!r} is not an index nor one of the model's labels")

@@ -1,5 +1,5 @@
 """Write many images' results into one folder: a figure (and .npy) per image, results.csv, results.jsonl and
-the page that shows them all (index.html, gallery.py).
+the page that shows them all (results.html, gallery.py).
 
 Every file is written atomically; the tables are written at ``close`` (rows ordered by input index), so an
 interrupted run leaves complete figures and no half-written table. Results may arrive more than once or
@@ -212,7 +212,7 @@ class ResultWriter:
         return [self._rows[i] for i in sorted(self._rows)] + self._carried
 
     def close(self) -> list[Path]:
-        """Write results.csv, results.jsonl and index.html (each complete or absent); return their paths.
+        """Write results.csv, results.jsonl and results.html (each complete or absent); return their paths.
 
         The run record stays: a later ``resume`` adds images that appeared since without redoing these."""
         if self.closed:
@@ -232,7 +232,7 @@ class ResultWriter:
                            (PAGE, render_page(rows, self.page_title(), self.page_subtitle()))):
             out.append(self.dir / name)
             with atomic_path(out[-1], protect=self._protect) as tmp:
-                tmp.write_text(body, encoding="utf-8")
+                tmp.write_text(body, encoding="utf-8", errors="backslashreplace")  # names that are not UTF-8
         self.closed = True
         return out
 

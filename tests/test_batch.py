@@ -68,7 +68,7 @@ def test_cli_folder_run_writes_figures_tables_and_npy_and_names_the_bad_file(tre
     assert "4 explained, 2 failed" in p.stdout and str(out) in p.stdout
     assert sorted(os.listdir(out)) == sorted(["cat_gig.png", "cat-2_gig.png", "camera_gig.png", "x_gig.png",
                                               "cat.npy", "cat-2.npy", "camera.npy", "x.npy",
-                                              "results.csv", "results.jsonl", "index.html",
+                                              "results.csv", "results.jsonl", "results.html",
                                               ".onnx-gig-run.jsonl"])  # no temp file
     rows = list(csv.DictReader((out / "results.csv").open()))
     jrows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -213,7 +213,7 @@ def test_writer_writes_each_index_once_in_index_order_and_nothing_partial(demo_g
             w.write(r)
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [Path(r["image"]).name for r in rows] == ["camera.png", "chelsea.png", "missing.png"]
-    assert sorted(os.listdir(out)) == ["camera_gig.png", "chelsea_gig.png", "index.html", "results.csv",
+    assert sorted(os.listdir(out)) == ["camera_gig.png", "chelsea_gig.png", "results.csv", "results.html",
                                        "results.jsonl"]
     # interrupted: the figures already written are complete, no table and no temp file appear
     out2 = tmp_path / "out2"

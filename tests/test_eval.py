@@ -306,3 +306,5 @@ def test_eval_targets_scores_each_images_class_from_the_file(tiny, tmp_path):
     bad.write_text("photo0.png 7\n")
     with pytest.raises(Exception, match="class 7 is out of range"):
         evaluate(model, photos, "gradient", tmp_path / "e2", targets=bad)
+    assert not (tmp_path / "e2").exists()  # refused before converting anything into it
+    assert "the class val.txt gives each image is explained" in (out / "results.md").read_text()

@@ -63,7 +63,7 @@ def test_an_out_dir_inside_the_input_folder_is_never_an_input(demo_gig, tmp_path
         assert r.returncode == 0, r.stderr
         assert [Path(row["image"]).name for row in rows(out)] == ["cat.png", "cup.png"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "cat.npy", "cat_gig.png", "cup.npy", "cup_gig.png", "index.html", "results.csv", "results.jsonl"]
+        "cat.npy", "cat_gig.png", "cup.npy", "cup_gig.png", "results.csv", "results.html", "results.jsonl"]
 
 
 def test_photos_in_the_out_dir_are_still_inputs_and_a_glob_skips_the_figures_too(demo_gig, tmp_path):
@@ -166,7 +166,7 @@ def test_no_figures_writes_the_tables_and_npy_only(demo_gig, tmp_path):
     assert p.returncode == q.returncode == 0, p.stderr + q.stderr
     assert "wrote 2 .npy files, results.csv" in p.stdout and "figure" not in p.stdout.split(" in ")[0]
     assert sorted(f.name for f in plain.iterdir() if not f.name.startswith(".")) == [
-        "cat.npy", "cup.npy", "index.html", "results.csv", "results.jsonl"]
+        "cat.npy", "cup.npy", "results.csv", "results.html", "results.jsonl"]
     a, b = rows(plain), rows(with_figs)
     assert [r["figure"] for r in a] == ["", ""] and all(r["figure"] for r in b)
     for ra, rb in zip(a, b):
@@ -176,3 +176,22 @@ def test_no_figures_writes_the_tables_and_npy_only(demo_gig, tmp_path):
     again = run_cli("explain", demo_gig, folder, "--no-figures", "--npy", "--out-dir", plain, "--steps", STEPS,
                     "--resume")
     assert again.returncode == 0 and "2 of them by the earlier run" in again.stdout, again.stderr
+    one = run_cli("explain", demo_gig, folder / "cat.png", "--no-figures", "--steps", STEPS, cwd=tmp_path)
+    assert one.returncode == 2 and "--no-figures is for folder runs" in one.stderr, one.stderr
+    assert not (tmp_path / "results.csv").exists() and not (tmp_path / "cat_gig.png").exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_explained_recorded_and_resumed(demo_gig, tmp_path):
+    """Linux file names are bytes: b'bad\\xff.png' (Python's str holds it as a surrogate) used to stop the run
+    with an internal error when the record and tables were written. They now hold JSON's \\udcff escape."""
+    folder = two_photos(tmp_path / "p")
+    bad = os.path.join(os.fsencode(folder), b"bad\xff.png")
+    shutil.copy(PHOTOS / "camera.png", bad)
+    out = tmp_path / "out"
+    p = run_cli("explain", demo_gig, folder, "--out-dir", out, "--steps", STEPS)
+    assert p.returncode == 0, p.stderr
+    got = rows(out)
+    assert len(got) == 3 and os.fsdecode(bad) not in [r["image"] for r in got]  # the CSV holds the escape instead
+    assert any(r["image"].endswith("bad\\udcff.png") and r["target"] for r in got)
+    again = run_cli("explain", demo_gig, folder, "--out-dir", out, "--steps", STEPS, "--resume")
+    assert again.returncode == 0 and "3 of them by the earlier run" in again.stdout, again.stderr

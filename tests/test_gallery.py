@@ -1,4 +1,4 @@
-"""DIR/index.html, a folder run's page, opened from disk in a real headless Chromium (Debian's, via Playwright).
+"""DIR/results.html, a folder run's page, opened from disk in a real headless Chromium (Debian's, via Playwright).
 
 The page of a real run (real figures, a broken file, a file name that is markup) and pages rendered from many
 rows: every row a card, every figure loaded, filtering, sorting, the failed-only switch, paging, and no name
@@ -55,8 +55,8 @@ def test_a_real_runs_page_shows_every_image_and_failure(demo_gig, tmp_path, brow
     out = tmp_path / "out"
     p = subprocess.run([sys.executable, "-m", "onnx_gig.cli", "explain", str(demo_gig), str(folder), "--out-dir",
                         str(out), "--steps", "2"], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 3 and "index.html" in p.stdout, p.stderr
-    page, errors = open_page(browser, out / "index.html")
+    assert p.returncode == 3 and "results.html" in p.stdout, p.stderr
+    page, errors = open_page(browser, out / "results.html")
     assert sorted(names(page)) == sorted(["cat.png", "cup.png", f"{HOSTILE}.png", "broken.png"])
     loaded = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
     assert loaded == [True, True, True], loaded  # the three figures, the hostile name's included
@@ -83,8 +83,8 @@ def test_many_rows_page_and_no_label_is_markup(tmp_path, browser):
              "error": None if i % 50 else "cannot be read: not an image", "figure": None}
             for i in range(2 * PER_PAGE + 10)]
     rows[3]["probability"] = float("nan")  # a NaN in a row must not break the page (JSON has no NaN)
-    (tmp_path / "index.html").write_text(render_page(rows, f"title {HOSTILE}", f"sub {HOSTILE}"), encoding="utf-8")
-    page, errors = open_page(browser, tmp_path / "index.html")
+    (tmp_path / "results.html").write_text(render_page(rows, f"title {HOSTILE}", f"sub {HOSTILE}"), encoding="utf-8")
+    page, errors = open_page(browser, tmp_path / "results.html")
     assert page.locator("figure.card").count() == PER_PAGE
     assert page.inner_text("#page") == "page 1 of 3" and page.is_disabled("#prev")
     page.click("#next")
@@ -97,5 +97,24 @@ def test_many_rows_page_and_no_label_is_markup(tmp_path, browser):
     assert page.evaluate("document.body.dataset.pwned") is None and page.locator("img").count() == 0
     page.fill("#q", "no such image")
     assert page.locator("figure.card").count() == 0 and page.is_visible("#none")
+    page.fill("#q", "val")  # the folder every image shares is not searched: it would match them all
+    assert page.locator("figure.card").count() == 0
+    assert errors == [], errors
+    page.close()
+
+
+def test_class_order_is_numeric_failures_last_and_the_page_fits_a_phone(tmp_path, browser):
+    rows = [{"image": f"/d/sub{i % 2}/p{i}.png", "target": t, "label": f"class {t}", "probability": 0.5,
+             "error": None, "figure": None} for i, t in enumerate((10, 2, 1))]
+    rows.insert(0, {"image": "/d/sub0/broken.png", "target": None, "label": None, "probability": None,
+                    "error": "cannot be read", "figure": None})
+    (tmp_path / "results.html").write_text(render_page(rows, "t"), encoding="utf-8")
+    page, errors = open_page(browser, tmp_path / "results.html")
+    page.select_option("#sort", "class")
+    assert names(page) == ["p2.png", "p1.png", "p0.png", "broken.png"]  # class 1, 2, 10, then the failure
+    page.fill("#q", "sub1")  # a folder below the shared one is searched
+    assert names(page) == ["p1.png"]
+    page.set_viewport_size({"width": 375, "height": 700})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
     assert errors == [], errors
     page.close()

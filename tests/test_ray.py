@@ -169,7 +169,7 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, demo_gig, tmp_path)
     assert sorted(r["image"] for r in table) == sorted(str(p) for p in src.iterdir())
     assert all(not r["error"] for r in table)
     assert sorted(os.listdir(out)) == sorted([f"img{i:02d}_gig.png" for i in range(n)] + [
-        "results.csv", "results.jsonl", "index.html", ".onnx-gig-run.jsonl"])
+        "results.csv", "results.jsonl", "results.html", ".onnx-gig-run.jsonl"])
     record = [json.loads(line) for line in (out / ".onnx-gig-run.jsonl").read_text().splitlines()[1:]]
     assert sorted(e["stem"] for e in record) == [f"img{i:02d}" for i in range(n)]  # each image recorded once
     assert sum(s.workers.values()) == n

@@ -163,7 +163,7 @@ def test_target_by_label_is_the_target_by_index(demo_gig, tmp_path):
     """--target 'tiger cat' (one of the model's labels, any case, or one of a label's comma-separated names)
     explains class 282, in one image and in a folder; a name the model lacks or shares is one line."""
     photo = PHOTOS / "chelsea.png"
-    by_name = run_cli("explain", demo_gig, photo, "--target", "Tiger Cat", "--steps", STEPS, "--out",
+    by_name = run_cli("explain", demo_gig, photo, "--target", " Tiger  Cat ", "--steps", STEPS, "--out",
                       tmp_path / "a.png", "--save-npy", tmp_path / "a.npy")
     by_index = run_cli("explain", demo_gig, photo, "--target", "282", "--steps", STEPS, "--out", tmp_path / "b.png",
                        "--save-npy", tmp_path / "b.npy")
@@ -172,7 +172,8 @@ def test_target_by_label_is_the_target_by_index(demo_gig, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
     got = list(explain_many(demo_gig, [photo], ExplainOptions(steps=STEPS, target="tabby"), device="cpu"))
     assert [r.target for r in got] == [281]
-    for name, match in (("unicorn", "not an index nor one of the model's labels"), ("crane", "more than one")):
+    for name, match in (("unicorn", "not an index nor one of the model's labels"),
+                        ("crane", "more than one of the model's labels (134, 517)"), ("281.5", "not a whole number")):
         p = run_cli("explain", demo_gig, photo, "--target", name, "--steps", STEPS, "--out", tmp_path / "c.png")
         assert p.returncode == 2 and match in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert not (tmp_path / "c.png").exists()

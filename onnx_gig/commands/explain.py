@@ -19,7 +19,7 @@ DESCRIPTION = (
     "all (--workers sessions side by side), images x steps batched under --max-memory, and DIR/<stem>_gig.png "
     "per image (names made unique), "
     "DIR/results.csv and DIR/results.jsonl (one row per input: class, probability, scores, top-5, error), "
-    "DIR/index.html (every figure with its class at a glance, sorted and filtered in the browser), "
+    "DIR/results.html (every figure with its class at a glance, sorted and filtered in the browser), "
     "with --npy DIR/<stem>.npy. Preprocessing and labels come from the model file. Exit status: 0 all "
     f"explained; {SOME_FAILED} some inputs could not be read (each named on one line of stderr; the others "
     "are written); 2 bad options or model, or no input found; 130 interrupted (no partial file is left: "
@@ -45,8 +45,8 @@ def configure(e: argparse.ArgumentParser) -> None:
     e.add_argument("--npy", action="store_true", help="with several inputs or --out-dir: also write each image's raw "
                                                       "attributions as DIR/<stem>.npy")
     e.add_argument("--no-figures", dest="figures", action="store_false",
-                   help="several inputs: write no figures, only the tables (and --npy files): a dataset's "
-                        "attributions without a picture per image")
+                   help="several inputs or --out-dir: write no figures, only the tables (and --npy files): a "
+                        "dataset's attributions without a picture per image")
     g = e.add_argument_group("the map (the raw attributions and .npy files are never clipped)")
     g.add_argument("--clip-percentile", type=float, default=DEFAULT_CLIP, metavar="P",
                    help=f"scale the map by its P-th percentile and clip above it (default {DEFAULT_CLIP:g}, as PAIR "
@@ -72,11 +72,11 @@ def configure(e: argparse.ArgumentParser) -> None:
 
 
 def _many(a: argparse.Namespace) -> bool:
-    """Folder mode: several inputs, a folder or glob, --out-dir, --npy, --no-figures or --resume; else the
-    one-image path of old (with --targets too: the image's class is looked up in the file)."""
+    """Folder mode: several inputs, a folder or glob, --out-dir, --npy or --resume; else the one-image path of
+    old (with --targets too: the image's class is looked up in the file)."""
     one = len(a.inputs) == 1 and not os.path.isdir(a.inputs[0]) and (os.path.exists(a.inputs[0])
                                                                     or not any(c in a.inputs[0] for c in "*?["))
-    return not one or a.out_dir is not None or a.npy or a.ray is not None or a.resume or not a.figures
+    return not one or a.out_dir is not None or a.npy or a.ray is not None or a.resume
 
 
 def run(a: argparse.Namespace) -> int:
@@ -90,6 +90,11 @@ def run(a: argparse.Namespace) -> int:
                              "actors")
     if _many(a):
         return run_many(a)
+    if not a.figures:
+        from ..errors import InputError
+
+        raise InputError("--no-figures is for folder runs (several inputs, or --out-dir DIR): one image's figure is "
+                         "its explanation; --save-npy writes its attributions as well")
     from ..api import explain
 
     target = a.target
@@ -162,7 +167,7 @@ def run_many(a: argparse.Namespace) -> int:
                 report_failure(r)
     failed = len(w.failures)
     print(f"{w.explained} explained{_earlier(w.resumed)}, {failed} failed; wrote {_files(w.explained - w.resumed, a)}"
-          f"results.csv, results.jsonl and index.html (open it in a browser) in {out_dir}")
+          f"{_written(out_dir)}")
     return SOME_FAILED if failed else 0
 
 
@@ -172,6 +177,10 @@ def _earlier(resumed: int) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _written(out_dir: str) -> str:
+    return f"results.csv, results.jsonl and results.html (open it in a browser) in {out_dir}"
 
 
 def _files(n: int, a: argparse.Namespace) -> str:
@@ -199,11 +208,11 @@ def run_ray(a: argparse.Namespace, inputs, options, out_dir: str, protect: list)
                     progress=sys.stderr.isatty(), protect=protect, report=report_failure)
     if not s.actors:  # --resume found nothing left to run: no Ray was started
         print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed; nothing left to run; wrote "
-              f"results.csv, results.jsonl and index.html (open it in a browser) in {out_dir}")
+              f"{_written(out_dir)}")
         return SOME_FAILED if s.failed else 0
     ran = s.explained + s.failed - s.resumed
     rate = f", then {s.images_per_second:.2f} images/s" if ran > 1 else ""  # no rate from one image
     print(f"{s.explained} explained{_earlier(s.resumed)}, {s.failed} failed on {_count(s.actors, 'Ray actor')} x "
           f"{s.threads} threads in {s.seconds:.1f} s ({s.startup_seconds:.1f} s to the first result{rate}); wrote "
-          f"{_files(s.explained - s.resumed, a)}results.csv, results.jsonl and index.html (open it in a browser) in {out_dir}")
+          f"{_files(s.explained - s.resumed, a)}{_written(out_dir)}")
     return SOME_FAILED if s.failed else 0
