@@ -25,6 +25,7 @@ from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel, check_budget, check_threads
 from .targets import TargetTable
 
+BOTH_TARGETS = "--target explains one class in every image, --targets one class per image: give one"
 MAX_BATCH_IMAGES = 64  # images in flight at most by default: the progress bar moves, results stream out
 _GLOB_CHARS = "*?["
 
@@ -160,7 +161,7 @@ class ExplainOptions:
             check_target(self.target, num_classes)
         if self.targets is not None:
             if self.target is not None:
-                raise InputError("--target explains one class in every image, --targets one class per image: give one")
+                raise InputError(BOTH_TARGETS)
             if isinstance(self.targets, TargetTable):
                 self.targets.check(num_classes)
             elif not isinstance(self.targets, (str, os.PathLike)):
@@ -301,7 +302,7 @@ def with_classes(options: ExplainOptions, model: str | os.PathLike | GigModel) -
     """``options`` with classes given by name resolved by ``model``'s labels: a ``target`` label and a
     ``targets`` file named by path (read here)."""
     if options.target is not None and options.targets is not None:  # before reading either: the real problem
-        raise InputError("--target explains one class in every image, --targets one class per image: give one")
+        raise InputError(BOTH_TARGETS)
     named_target = isinstance(options.target, str)
     if not named_target and not isinstance(options.targets, (str, os.PathLike)):
         return options

@@ -140,13 +140,13 @@ class EvalResult:
     def figure(self, title: str = ""):
         """Mean deletion and insertion curves per method, side by side."""
         charts = []
+        which = "labelled" if self.settings.get("targets_file") else "predicted"
         for kind, where, verb in (("deletion", "upper right", "deleted"), ("insertion", "lower right", "inserted")):
             area = {m: a.mean() for m, a in self.areas(kind).items()}
             series = [Series(f"{m} ({area[m]:.3f})", self.x[kind], self.curves[kind][m].mean(0)) for m in self.methods]
             charts.append(line_chart(series, title=f"{title}{kind} (mean of {len(self.images)} images)",
                                      xlabel=f"fraction of pixels {verb}",
-                                     ylabel=f"probability of the {'labelled' if self.settings.get('targets_file') else 'predicted'} class",
-                                     xlim=(0, 1), ylim=(0, 1),
+                                     ylabel=f"probability of the {which} class", xlim=(0, 1), ylim=(0, 1),
                                      legend=where))
         return hstack(charts)
 

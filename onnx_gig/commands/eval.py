@@ -85,6 +85,7 @@ def run(a: argparse.Namespace) -> int:
               f"{row['insertion_mean']:>17.4f} ± {row['insertion_std']:.4f}")
     for path, why in r.failed:
         print(f"onnx-gig: error: {path}: {why}", file=sys.stderr)
-    print(f"{len(r.images)} image{'' if len(r.images) == 1 else 's'}" + (f" ({len(r.failed)} left out)" if r.failed else "")
+    n = len(r.images)
+    print(f"{n} image{'' if n == 1 else 's'}" + (f" ({len(r.failed)} left out)" if r.failed else "")
           + f"; wrote {a.out_dir}/results.md, results.csv, per_image.csv, curves.png")
     return SOME_FAILED if r.failed else 0
