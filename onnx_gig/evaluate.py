@@ -117,8 +117,7 @@ class EvalResult:
 
     def explained_class(self) -> str:
         """Which class each image is explained and scored for, in words."""
-        given = self.settings.get("targets_file")
-        return f"the class {given} gives each image" if given else "the class predicted on each clean image"
+        return self.settings.get("targets_said") or "the class predicted on each clean image"
 
     def to_markdown(self, title: Optional[str] = None) -> str:
         s = self.settings
@@ -140,7 +139,7 @@ class EvalResult:
     def figure(self, title: str = ""):
         """Mean deletion and insertion curves per method, side by side."""
         charts = []
-        which = "labelled" if self.settings.get("targets_file") else "predicted"
+        which = "labelled" if self.settings.get("targets_said") else "predicted"
         for kind, where, verb in (("deletion", "upper right", "deleted"), ("insertion", "lower right", "inserted")):
             area = {m: a.mean() for m, a in self.areas(kind).items()}
             series = [Series(f"{m} ({area[m]:.3f})", self.x[kind], self.curves[kind][m].mean(0)) for m in self.methods]
@@ -386,7 +385,7 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     finally:
         if tmp is not None:
             tmp.cleanup()
-    shown = {**settings, "targets_file": Path(table.source).name} if table is not None else settings
+    shown = {**settings, "targets_said": table.said()} if table is not None else settings
     result = assemble(str(src), paths, missing, names, parts, labels, shown)
     if out_dir is not None:
         result.save(out_dir, title, save_maps)

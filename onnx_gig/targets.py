@@ -7,6 +7,9 @@ other columns ignored), or JSON (``{"cat.png": 281}``, ``[["cat.png", 281]]``, o
 ``[{"image": "cat.png", "label": 281}]``). A class is an index or one of the model's labels (``tabby cat``:
 the full label, or one of its comma-separated names; any case).
 
+A folder instead of a file is a dataset in the ImageFolder layout (``val/tabby/cat1.png``): each image's class
+is the name of the folder it is in, directly below that one (``ClassFolders``).
+
 ``TargetTable.lookup`` finds an image by its path (relative paths in the file are taken from the folder the
 file was named in), else by its file name, else by its stem, so the file need not spell paths the way the
 command line does. A name given two classes finds nothing: it is ambiguous.
@@ -121,6 +124,10 @@ class TargetTable:
     def __len__(self) -> int:
         return len(self.by_path)
 
+    def said(self) -> str:
+        """Which class each image gets, in words (eval's results.md)."""
+        return f"the class {Path(self.source).name} gives each image"
+
     def check(self, num_classes: Optional[int]) -> None:
         """Refuse a class the model does not have, naming the file and line."""
         for cls, where in sorted(self.where.items()):
@@ -152,6 +159,71 @@ class TargetTable:
             raise InputError(f"--targets {self.source} gives none of the {len(files)} images a class (e.g. "
                              f"{os.path.basename(os.fspath(files[0]))}); it names {len(self)} "
                              f"image{'' if len(self) == 1 else 's'}, matched by path, file name or stem")
+
+
+class ClassFolders(TargetTable):
+    """Each image's class is the folder it is in below ``root``: the ImageFolder layout (root/tabby/cat1.png).
+
+    A class folder is named by a class index or one of the model's labels; every folder directly in ``root``
+    (hidden ones aside) must be one, so a misspelt class is refused before anything runs, not found later.
+    """
+
+    def __init__(self, root: Path, names: LabelIndex) -> None:
+        import hashlib
+
+        self.root = Path(os.path.abspath(root))
+        self.source = f"the class folders of {root}"
+        try:
+            folders = sorted(e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith("."))
+        except OSError as exc:
+            raise InputError(f"--targets {root}: {exc.strerror or exc}") from None
+        self.classes: dict[str, int] = {}
+        for name in folders:
+            try:
+                self.classes[name] = names.index(name)
+            except InputError as exc:
+                raise InputError(f"--targets {root}: folder '{name}': {exc}") from None
+        if not self.classes:
+            raise InputError(f"--targets {root}: no class folders in it (root/<class>/<image>, the class an index "
+                             "or one of the model's labels)")
+        self.where = {}
+        for name, cls in self.classes.items():
+            self.where.setdefault(cls, f"folder '{name}'")
+        pairs = json.dumps(sorted(self.classes.items()), ensure_ascii=True)
+        self.digest = hashlib.sha256(pairs.encode()).hexdigest()  # the mapping, as a file's contents would be
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def said(self) -> str:
+        return f"the class its folder below {self.root.name} names"
+
+    def check(self, num_classes: Optional[int]) -> None:
+        for cls, where in sorted(self.where.items()):
+            if cls < 0 or (num_classes is not None and cls >= num_classes):
+                span = f"0..{num_classes - 1}" if num_classes is not None else "from 0"
+                raise InputError(f"--targets {self.root}: {where} is class {cls}, out of range (the model's "
+                                 f"classes: {span})")
+
+    def lookup(self, path: str | os.PathLike) -> int:
+        """The class of the folder directly below ``root`` that holds ``path``; InputError if none."""
+        rel = os.path.relpath(os.path.abspath(os.fspath(path)), self.root)
+        first = rel.replace("\\", "/").split("/", 1)
+        if len(first) < 2 or first[0] in ("..", ".") or first[0] not in self.classes:
+            raise InputError(f"not in one of {self.source}")
+        return self.classes[first[0]]
+
+    def check_covers(self, files: Sequence[str | os.PathLike]) -> None:
+        for f in files:
+            try:
+                self.lookup(f)
+                return
+            except InputError:
+                continue
+        if files:
+            raise InputError(f"--targets {self.root}: none of the {len(files)} images is in one of its "
+                             f"{len(self)} class folder{'' if len(self) == 1 else 's'} (e.g. "
+                             f"{os.path.basename(os.fspath(files[0]))})")
 
 
 Row = tuple[list[Any], str]  # a row's fields and where it is ("line 3", "entry 3")
@@ -245,11 +317,14 @@ def _entries(rows: list[Row], spaced: bool, text_form: bool, names: LabelIndex, 
 
 
 def read_targets(path: str | os.PathLike, labels: Optional[Sequence[str]] = None) -> TargetTable:
-    """Read a targets file (see the module's docstring); ``labels`` (the model's: ``GigModel(...).labels``)
-    resolve class names. Relative image paths in it are taken from the folder it is named in."""
+    """Read a targets file (see the module's docstring), or a dataset folder whose subfolders are the classes
+    (ClassFolders); ``labels`` (the model's: ``GigModel(...).labels``) resolve class names. Relative image
+    paths in a file are taken from the folder it is named in."""
     from .journal import file_digest
 
     p = Path(path)
+    if p.is_dir():  # a dataset in the ImageFolder layout: the folder names are the classes
+        return ClassFolders(p, LabelIndex(labels))
     try:
         text = p.read_bytes().decode("utf-8-sig")
     except OSError as exc:
@@ -266,4 +341,4 @@ def read_targets(path: str | os.PathLike, labels: Optional[Sequence[str]] = None
     return TargetTable(str(p), file_digest(p), entries, Path(os.path.abspath(p)).parent)
 
 
-__all__ = ["TargetTable", "class_index", "read_targets"]
+__all__ = ["ClassFolders", "TargetTable", "class_index", "read_targets"]

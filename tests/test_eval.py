@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -308,3 +309,15 @@ def test_eval_targets_scores_each_images_class_from_the_file(tiny, tmp_path):
         evaluate(model, photos, "gradient", tmp_path / "e2", targets=bad)
     assert not (tmp_path / "e2").exists()  # refused before converting anything into it
     assert "the class val.txt gives each image is explained" in (out / "results.md").read_text()
+
+
+def test_eval_targets_from_class_folders(tiny, tmp_path):
+    """eval --targets on a dataset folder: each image scored for the class its folder names (ImageFolder layout)."""
+    model, photos = tiny
+    root = tmp_path / "val"
+    for folder, photo in (("bee", photos[0]), ("2", photos[1]), ("ant", photos[2])):
+        (root / folder).mkdir(parents=True)
+        shutil.copy(photo, root / folder / photo.name)
+    r = evaluate(model, [root], "gradient", tmp_path / "ev", step=8, targets=root)
+    assert [(Path(i).parent.name, int(t)) for i, t in zip(r.images, r.targets)] == [("2", 2), ("ant", 0), ("bee", 1)]
+    assert "3 images; the class its folder below val names is explained" in (tmp_path / "ev" / "results.md").read_text()

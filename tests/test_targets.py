@@ -236,3 +236,34 @@ def test_one_image_with_targets_is_the_one_image_path(demo_gig, tmp_path):
     q = run_cli("explain", demo_gig, PHOTOS / "coffee.png", "--targets", labels, "--steps", STEPS, cwd=tmp_path)
     assert q.returncode == 2 and "coffee.png: no class for it in" in q.stderr, q.stderr
     assert not (tmp_path / "coffee_gig.png").exists()
+
+
+def test_class_folders_the_imagefolder_layout(demo_gig, tmp_path):
+    """--targets DATASET_FOLDER: each image's class is the folder directly below it that holds it, named by a
+    label or an index; a misspelt or out-of-range class folder is refused before anything runs."""
+    root = tmp_path / "val"
+    for folder, photo in (("tabby", "chelsea"), ("282", "chelsea"), ("Egyptian cat", "chelsea"), ("espresso", "coffee")):
+        (root / folder / "deeper").mkdir(parents=True)
+        shutil.copy(PHOTOS / f"{photo}.png", root / folder / "deeper" / f"{folder.replace(' ', '_')}.png")
+    (root / ".cache").mkdir()  # hidden: not a class folder
+    shutil.copy(PHOTOS / "camera.png", root / "loose.png")
+    table = read_targets(root, LABELS)
+    assert table.lookup(root / "tabby" / "deeper" / "tabby.png") == 281
+    assert table.lookup(root / "Egyptian cat" / "x.png") == 285 and table.lookup(root / "282" / "x.png") == 282
+    with pytest.raises(InputError, match="not in one of the class folders"):
+        table.lookup(root / "loose.png")
+    p = run_cli("explain", demo_gig, root, "--targets", root, "--out-dir", tmp_path / "out", "--steps", STEPS, "--npy")
+    assert p.returncode == 3 and "loose.png: not in one of the class folders" in p.stderr, p.stderr
+    got = rows(tmp_path / "out")
+    assert {n: r["target"] for n, r in got.items()} == {"tabby.png": "281", "282.png": "282", "Egyptian_cat.png": "285",
+                                                         "espresso.png": "967", "loose.png": ""}
+    one = explain(demo_gig, root / "282" / "deeper" / "282.png", target=282, steps=STEPS, out=tmp_path / "one.png",
+                  device="cpu")
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "282.npy"), one.attributions, rtol=1e-5, atol=1e-7)
+    (root / "tabbby").mkdir()
+    q = run_cli("explain", demo_gig, root, "--targets", root, "--out-dir", tmp_path / "out2", "--steps", STEPS)
+    assert q.returncode == 2 and "folder 'tabbby': class 'tabbby' is not" in q.stderr and not (tmp_path / "out2").exists()
+    (root / "tabbby").rmdir()
+    (root / "1000").mkdir()
+    with pytest.raises(InputError, match="folder '1000' is class 1000, out of range"):
+        read_targets(root, LABELS).check(len(LABELS))

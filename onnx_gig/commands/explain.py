@@ -41,7 +41,8 @@ def configure(e: argparse.ArgumentParser) -> None:
                    help="explain each image's class as FILE gives it (a dataset's labels: "
                         "'name class' lines as ImageNet's val.txt, a CSV/TSV with image and label columns, or a "
                         "JSON object; a class is an index or one of the model's labels; images are matched by "
-                        "path, file name or stem). In a folder run, images it does not name fail (exit 3)")
+                        "path, file name or stem; a FOLDER instead: its subfolders are the classes, the ImageFolder layout). In a "
+                        "folder run, images without a class fail (exit 3)")
     e.add_argument("--npy", action="store_true", help="with several inputs or --out-dir: also write each image's raw "
                                                       "attributions as DIR/<stem>.npy")
     e.add_argument("--no-figures", dest="figures", action="store_false",
