@@ -23,7 +23,7 @@ from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
 from .imageio import BASELINE_KINDS, IMAGE_SUFFIXES, Preprocess, load_input, make_baseline
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel, check_budget, check_threads
-from .targets import TargetTable
+from .targets import Targets
 
 BOTH_TARGETS = "--target explains one class in every image, --targets one class per image: give one"
 MAX_BATCH_IMAGES = 64  # images in flight at most by default: the progress bar moves, results stream out
@@ -142,7 +142,7 @@ class ExplainOptions:
     """Everything one image's explanation needs besides the model: the integration and the figure."""
 
     target: Optional[int | str] = None  # one class for every image: an index or one of the model's labels
-    targets: Optional[TargetTable | str | os.PathLike] = None  # one class per image: a file, or what read_targets made
+    targets: Optional[Targets | str | os.PathLike] = None  # one class per image: a file, or what read_targets made
     steps: int = DEFAULT_STEPS
     rule: str = DEFAULT_RULE
     baseline: str = "zeros"
@@ -162,7 +162,7 @@ class ExplainOptions:
         if self.targets is not None:
             if self.target is not None:
                 raise InputError(BOTH_TARGETS)
-            if isinstance(self.targets, TargetTable):
+            if isinstance(self.targets, Targets):
                 self.targets.check(num_classes)
             elif not isinstance(self.targets, (str, os.PathLike)):
                 raise InputError(f"targets is a file's path or what onnx_gig.targets.read_targets returns, got "

@@ -25,7 +25,7 @@ from .methods import METHODS, converted, graphs_needed, parse_methods, saliency_
 from .plots import Series, hstack, line_chart
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel, parse_memory
-from .targets import TargetTable, read_targets
+from .targets import Targets, read_targets
 
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -216,7 +216,7 @@ class EvalWorker:
                  batch_size: int = DEFAULT_BATCH, steps: int = DEFAULT_STEPS, rule: str = DEFAULT_RULE,
                  baseline: str = "zeros", seed: int = 0, device: str = "auto", max_memory: int | str | None = None,
                  threads: Optional[int] = None, keep_maps: bool = False, targets: Any = None) -> None:
-        self.targets = targets  # a TargetTable (targets.read_targets): each image's class; else the predicted one
+        self.targets = targets  # Targets (targets.read_targets): each image's class; else the predicted one
         self.graphs = {g: GigModel(p, device=device, max_memory=max_memory, threads=threads) for g, p in graphs.items()}
         first = next(iter(self.graphs.values()))
         self.pp = first.preprocess
@@ -394,13 +394,13 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     return result
 
 
-def _target_table(targets: Any, head: Any, paths: Sequence[Path]) -> Optional[TargetTable]:
-    """The run's TargetTable, read with the classifier's labels (``head``: its ModelProto without weights) and
+def _target_table(targets: Any, head: Any, paths: Sequence[Path]) -> Optional[Targets]:
+    """The run's Targets, read with the classifier's labels (``head``: its ModelProto without weights) and
     checked against its class count where its output spells it, and against the images; or None."""
     if targets is None:
         return None
     raw = next((p.value for p in head.metadata_props if p.key == "onnx_gig.labels"), None)
-    table = targets if isinstance(targets, TargetTable) else read_targets(targets, json.loads(raw) if raw else None)
+    table = targets if isinstance(targets, Targets) else read_targets(targets, json.loads(raw) if raw else None)
     outs = head.graph.output
     dims = outs[0].type.tensor_type.shape.dim if len(outs) == 1 else []
     table.check(dims[-1].dim_value if len(dims) == 2 and dims[-1].dim_value > 0 else None)

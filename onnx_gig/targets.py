@@ -101,8 +101,52 @@ def class_index(target: int | str, labels: Optional[Sequence[str]]) -> int:
     return target
 
 
-class TargetTable:
-    """Which class to explain for each image, read from a file by ``read_targets``."""
+class Targets:
+    """Per-image classes for a run: a label file's table (TargetTable) or a dataset's class folders
+    (ClassFolders). ``source`` names it in messages, ``digest`` stands for it in the run's fingerprint."""
+
+    source: str
+    digest: str
+    where: dict[int, str]  # class -> where it is given first ("line 3", "folder 'tabby'"), for the range check
+
+    def lookup(self, path: str | os.PathLike) -> int:
+        """The class for the image at ``path``; InputError (one line) if it has none."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def said(self) -> str:
+        """Which class each image gets, in words (eval's results.md)."""
+        raise NotImplementedError
+
+    def _names(self) -> str:
+        """What it holds, for the refusal of a file that covers none of the images."""
+        raise NotImplementedError
+
+    def check(self, num_classes: Optional[int]) -> None:
+        """Refuse a class the model does not have, naming where it is given."""
+        for cls, where in sorted(self.where.items()):
+            if cls < 0 or (num_classes is not None and cls >= num_classes):
+                span = f"0..{num_classes - 1}" if num_classes is not None else "from 0"
+                raise InputError(f"--targets {self.source}, {where}: class {cls} is out of range (the model's "
+                                 f"classes: {span})")
+
+    def check_covers(self, files: Sequence[str | os.PathLike]) -> None:
+        """Refuse targets that give none of ``files`` a class (the wrong file, or paths spelt another way)."""
+        for f in files:
+            try:
+                self.lookup(f)
+                return
+            except InputError:
+                continue
+        if files:
+            raise InputError(f"--targets {self.source} gives none of the {len(files)} images a class (e.g. "
+                             f"{os.path.basename(os.fspath(files[0]))}); {self._names()}")
+
+
+class TargetTable(Targets):
+    """Which class to explain for each image, read from a label file by ``read_targets``."""
 
     def __init__(self, source: str, digest: str, entries: Iterable[tuple[str, int, str]], folder: Path) -> None:
         self.source, self.digest = source, digest
@@ -110,7 +154,7 @@ class TargetTable:
         self.by_name: dict[str, int] = {}
         self.by_stem: dict[str, int] = {}
         self.ambiguous: set[str] = set()  # keys given different classes (by path, name or stem)
-        self.where: dict[int, str] = {}  # class -> the first line or entry giving it (for the range check)
+        self.where = {}
         for name, cls, where in entries:
             self.where.setdefault(cls, where)
             norm = name.replace("\\", "/")
@@ -125,16 +169,10 @@ class TargetTable:
         return len(self.by_path)
 
     def said(self) -> str:
-        """Which class each image gets, in words (eval's results.md)."""
         return f"the class {Path(self.source).name} gives each image"
 
-    def check(self, num_classes: Optional[int]) -> None:
-        """Refuse a class the model does not have, naming the file and line."""
-        for cls, where in sorted(self.where.items()):
-            if cls < 0 or (num_classes is not None and cls >= num_classes):
-                span = f"0..{num_classes - 1}" if num_classes is not None else "from 0"
-                raise InputError(f"--targets {self.source}, {where}: class {cls} is out of range (the model's "
-                                 f"classes: {span})")
+    def _names(self) -> str:
+        return f"it names {len(self)} image{'' if len(self) == 1 else 's'}, matched by path, file name or stem"
 
     def lookup(self, path: str | os.PathLike) -> int:
         """The class for the image at ``path``: by path, else file name, else stem; InputError if none or ambiguous."""
@@ -147,21 +185,8 @@ class TargetTable:
                 return table[key]
         raise InputError(f"no class for it in {self.source} (looked up by path, file name and stem)")
 
-    def check_covers(self, files: Sequence[str | os.PathLike]) -> None:
-        """Refuse a file that gives none of ``files`` a class (the wrong file, or paths spelt another way)."""
-        for f in files:
-            try:
-                self.lookup(f)
-                return
-            except InputError:
-                continue
-        if files:
-            raise InputError(f"--targets {self.source} gives none of the {len(files)} images a class (e.g. "
-                             f"{os.path.basename(os.fspath(files[0]))}); it names {len(self)} "
-                             f"image{'' if len(self) == 1 else 's'}, matched by path, file name or stem")
 
-
-class ClassFolders(TargetTable):
+class ClassFolders(Targets):
     """Each image's class is the folder it is in below ``root``: the ImageFolder layout (root/tabby/cat1.png).
 
     A class folder is named by a class index or one of the model's labels; every folder directly in ``root``
@@ -172,7 +197,7 @@ class ClassFolders(TargetTable):
         import hashlib
 
         self.root = Path(os.path.abspath(root))
-        self.source = f"the class folders of {root}"
+        self.source = str(root)
         try:
             folders = sorted(e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith("."))
         except OSError as exc:
@@ -182,7 +207,7 @@ class ClassFolders(TargetTable):
             try:
                 self.classes[name] = names.index(name)
             except InputError as exc:
-                raise InputError(f"--targets {root}: folder '{name}': {exc}") from None
+                raise InputError(f"--targets {root}, folder '{name}': {exc}") from None
         if not self.classes:
             raise InputError(f"--targets {root}: no class folders in it (root/<class>/<image>, the class an index "
                              "or one of the model's labels)")
@@ -198,32 +223,16 @@ class ClassFolders(TargetTable):
     def said(self) -> str:
         return f"the class its folder below {self.root.name} names"
 
-    def check(self, num_classes: Optional[int]) -> None:
-        for cls, where in sorted(self.where.items()):
-            if cls < 0 or (num_classes is not None and cls >= num_classes):
-                span = f"0..{num_classes - 1}" if num_classes is not None else "from 0"
-                raise InputError(f"--targets {self.root}: {where} is class {cls}, out of range (the model's "
-                                 f"classes: {span})")
+    def _names(self) -> str:
+        return f"none is in one of its {len(self)} class folder{'' if len(self) == 1 else 's'}"
 
     def lookup(self, path: str | os.PathLike) -> int:
         """The class of the folder directly below ``root`` that holds ``path``; InputError if none."""
         rel = os.path.relpath(os.path.abspath(os.fspath(path)), self.root)
         first = rel.replace("\\", "/").split("/", 1)
         if len(first) < 2 or first[0] in ("..", ".") or first[0] not in self.classes:
-            raise InputError(f"not in one of {self.source}")
+            raise InputError(f"not in one of the class folders of {self.source}")
         return self.classes[first[0]]
-
-    def check_covers(self, files: Sequence[str | os.PathLike]) -> None:
-        for f in files:
-            try:
-                self.lookup(f)
-                return
-            except InputError:
-                continue
-        if files:
-            raise InputError(f"--targets {self.root}: none of the {len(files)} images is in one of its "
-                             f"{len(self)} class folder{'' if len(self) == 1 else 's'} (e.g. "
-                             f"{os.path.basename(os.fspath(files[0]))})")
 
 
 Row = tuple[list[Any], str]  # a row's fields and where it is ("line 3", "entry 3")
@@ -316,7 +325,7 @@ def _entries(rows: list[Row], spaced: bool, text_form: bool, names: LabelIndex, 
     return out
 
 
-def read_targets(path: str | os.PathLike, labels: Optional[Sequence[str]] = None) -> TargetTable:
+def read_targets(path: str | os.PathLike, labels: Optional[Sequence[str]] = None) -> Targets:
     """Read a targets file (see the module's docstring), or a dataset folder whose subfolders are the classes
     (ClassFolders); ``labels`` (the model's: ``GigModel(...).labels``) resolve class names. Relative image
     paths in a file are taken from the folder it is named in."""
@@ -341,4 +350,4 @@ def read_targets(path: str | os.PathLike, labels: Optional[Sequence[str]] = None
     return TargetTable(str(p), file_digest(p), entries, Path(os.path.abspath(p)).parent)
 
 
-__all__ = ["ClassFolders", "TargetTable", "class_index", "read_targets"]
+__all__ = ["ClassFolders", "TargetTable", "Targets", "class_index", "read_targets"]

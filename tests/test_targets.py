@@ -262,8 +262,8 @@ def test_class_folders_the_imagefolder_layout(demo_gig, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out" / "282.npy"), one.attributions, rtol=1e-5, atol=1e-7)
     (root / "tabbby").mkdir()
     q = run_cli("explain", demo_gig, root, "--targets", root, "--out-dir", tmp_path / "out2", "--steps", STEPS)
-    assert q.returncode == 2 and "folder 'tabbby': class 'tabbby' is not" in q.stderr and not (tmp_path / "out2").exists()
+    assert q.returncode == 2 and ", folder 'tabbby': class 'tabbby' is not" in q.stderr and not (tmp_path / "out2").exists()
     (root / "tabbby").rmdir()
     (root / "1000").mkdir()
-    with pytest.raises(InputError, match="folder '1000' is class 1000, out of range"):
+    with pytest.raises(InputError, match="folder '1000': class 1000 is out of range"):
         read_targets(root, LABELS).check(len(LABELS))
