@@ -189,8 +189,9 @@ class TargetTable(Targets):
 class ClassFolders(Targets):
     """Each image's class is the folder it is in below ``root``: the ImageFolder layout (root/tabby/cat1.png).
 
-    A class folder is named by a class index or one of the model's labels; every folder directly in ``root``
-    (hidden ones aside) must be one, so a misspelt class is refused before anything runs, not found later.
+    A class folder is named by a class index or one of the model's labels. A folder directly in ``root`` that
+    names no class (a misspelt class, the run's own --out-dir) is not refused: its images fail, each naming
+    it, as an image a label file does not name does; a root with no class folder at all is refused.
     """
 
     def __init__(self, root: Path, names: LabelIndex) -> None:
@@ -203,14 +204,16 @@ class ClassFolders(Targets):
         except OSError as exc:
             raise InputError(f"--targets {root}: {exc.strerror or exc}") from None
         self.classes: dict[str, int] = {}
+        self.unknown: dict[str, str] = {}  # folders that name no class, and why
         for name in folders:
             try:
                 self.classes[name] = names.index(name)
             except InputError as exc:
-                raise InputError(f"--targets {root}, folder '{name}': {exc}") from None
+                self.unknown[name] = str(exc)
         if not self.classes:
+            why = f" ('{next(iter(self.unknown))}': {next(iter(self.unknown.values()))})" if self.unknown else ""
             raise InputError(f"--targets {root}: no class folders in it (root/<class>/<image>, the class an index "
-                             "or one of the model's labels)")
+                             f"or one of the model's labels){why}")
         self.where = {}
         for name, cls in self.classes.items():
             self.where.setdefault(cls, f"folder '{name}'")
@@ -230,6 +233,8 @@ class ClassFolders(Targets):
         """The class of the folder directly below ``root`` that holds ``path``; InputError if none."""
         rel = os.path.relpath(os.path.abspath(os.fspath(path)), self.root)
         first = rel.replace("\\", "/").split("/", 1)
+        if len(first) == 2 and first[0] in self.unknown:
+            raise InputError(f"its folder '{first[0]}' in {self.source} names no class: {self.unknown[first[0]]}")
         if len(first) < 2 or first[0] in ("..", ".") or first[0] not in self.classes:
             raise InputError(f"not in one of the class folders of {self.source}")
         return self.classes[first[0]]

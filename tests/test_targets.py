@@ -260,10 +260,19 @@ def test_class_folders_the_imagefolder_layout(demo_gig, tmp_path):
     one = explain(demo_gig, root / "282" / "deeper" / "282.png", target=282, steps=STEPS, out=tmp_path / "one.png",
                   device="cpu")
     np.testing.assert_allclose(np.load(tmp_path / "out" / "282.npy"), one.attributions, rtol=1e-5, atol=1e-7)
-    (root / "tabbby").mkdir()
-    q = run_cli("explain", demo_gig, root, "--targets", root, "--out-dir", tmp_path / "out2", "--steps", STEPS)
-    assert q.returncode == 2 and ", folder 'tabbby': class 'tabbby' is not" in q.stderr and not (tmp_path / "out2").exists()
-    (root / "tabbby").rmdir()
+    (root / "tabbby").mkdir()  # a misspelt class: its images fail, each naming it; the others run
+    shutil.copy(PHOTOS / "chelsea.png", root / "tabbby" / "typo.png")
+    q = run_cli("explain", demo_gig, root, "--targets", root, "--out-dir", root / "out", "--steps", STEPS)
+    assert q.returncode == 3, q.stderr
+    assert "typo.png: its folder 'tabbby' in" in q.stderr and "names no class: class 'tabbby' is not" in q.stderr
+    again = run_cli("explain", demo_gig, root, "--targets", root, "--out-dir", root / "out", "--steps", STEPS,
+                    "--resume")  # its own --out-dir inside the dataset is no class folder, and no input
+    assert again.returncode == 3 and "4 explained (4 of them by the earlier run), 2 failed" in again.stdout, again.stderr
+    shutil.rmtree(root / "tabbby")
+    shutil.rmtree(root / "out")
+    with pytest.raises(InputError, match="no class folders in it"):
+        (tmp_path / "empty" / "dogs").mkdir(parents=True)
+        read_targets(tmp_path / "empty", LABELS)
     (root / "1000").mkdir()
     with pytest.raises(InputError, match="folder '1000': class 1000 is out of range"):
         read_targets(root, LABELS).check(len(LABELS))
