@@ -231,8 +231,13 @@ class ClassFolders(Targets):
 
     def lookup(self, path: str | os.PathLike) -> int:
         """The class of the folder directly below ``root`` that holds ``path``; InputError if none."""
-        rel = os.path.relpath(os.path.abspath(os.fspath(path)), self.root)
-        first = rel.replace("\\", "/").split("/", 1)
+        p = os.fspath(path)
+        # as given, then with links resolved (Ray's rows hold resolved paths; the root may be a link)
+        first = []
+        for here, root in ((os.path.abspath(p), str(self.root)), (os.path.realpath(p), os.path.realpath(self.root))):
+            first = os.path.relpath(here, root).replace("\\", "/").split("/", 1)
+            if len(first) == 2 and first[0] not in ("..", "."):
+                break
         if len(first) == 2 and first[0] in self.unknown:
             raise InputError(f"its folder '{first[0]}' in {self.source} names no class: {self.unknown[first[0]]}")
         if len(first) < 2 or first[0] in ("..", ".") or first[0] not in self.classes:

@@ -276,3 +276,14 @@ def test_class_folders_the_imagefolder_layout(demo_gig, tmp_path):
     (root / "1000").mkdir()
     with pytest.raises(InputError, match="folder '1000': class 1000 is out of range"):
         read_targets(root, LABELS).check(len(LABELS))
+
+
+def test_class_folders_through_a_link(tmp_path):
+    """A dataset reached through a symlink: images named through the link (one process) or resolved (Ray's rows)."""
+    real = tmp_path / "real"
+    (real / "tabby").mkdir(parents=True)
+    shutil.copy(PHOTOS / "chelsea.png", real / "tabby" / "a.png")
+    (tmp_path / "link").symlink_to(real)
+    table = read_targets(tmp_path / "link", LABELS)
+    assert table.lookup(tmp_path / "link" / "tabby" / "a.png") == 281
+    assert table.lookup((tmp_path / "link" / "tabby" / "a.png").resolve()) == 281
