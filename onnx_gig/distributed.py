@@ -315,7 +315,8 @@ def explain_ray(model: str | os.PathLike, paths: Sequence[str | os.PathLike] | A
                           {}, writer.resumed)
     with ray_session(address) as ray, writer:
         plan = plan_actors(ray, actors, threads, device)
-        rows = [{"index": i, "path": str(Path(files[i]).resolve())} for i in todo]
+        # absolute for workers elsewhere, links kept: a class folder (--targets) may be a link into a pool
+        rows = [{"index": i, "path": os.path.abspath(files[i])} for i in todo]
         out = _actor_map(ray, GigActor, dict(model=str(model_path), options=options, device=plan.device,
                                              max_memory=budget, threads=plan.threads, npy=npy, figures=figures),
                          rows, plan, batch_images)
@@ -403,7 +404,7 @@ def evaluate_ray(graphs: dict[str, Path], methods: list[str], items: list[tuple[
     from tqdm import tqdm
 
     graphs = {g: str(Path(p).resolve()) for g, p in graphs.items()}
-    rows = [{"index": i, "path": str(Path(p).resolve())} for i, p in items]
+    rows = [{"index": i, "path": os.path.abspath(p)} for i, p in items]  # links kept, as explain_ray's
     given = dict(items)
     parts: dict[int, Any] = {}
     with ray_session(address) as ray:

@@ -353,7 +353,7 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     settings = {"step": step, "steps": steps, "rule": rule, "baseline": baseline, "batch_size": int(batch_size),
                 "seed": seed}
     if table is not None:  # named by its contents; absent otherwise, so earlier runs still resume
-        settings["targets"] = f"file sha256 {table.digest}"
+        settings["targets"] = table.identity()
     store = _part_store(out_dir, src, paths, {**settings, "methods": names, "save_maps": bool(save_maps)}, resume)
     earlier = store.load() if store is not None and resume else []
     done = {i for p in earlier for i in p.indices.tolist()}

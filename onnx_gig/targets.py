@@ -87,7 +87,7 @@ class LabelIndex:
                              f"({', '.join(map(str, sorted(self.shared[key])))}): give its index")
         k = self.full.get(key, self.names.get(key))
         if k is None:
-            raise InputError(f"class {text!r} is not an index nor one of the model's labels")
+            raise InputError(f"class {text!r} is neither an index nor one of the model's labels")
         return k
 
 
@@ -112,6 +112,10 @@ class Targets:
     def lookup(self, path: str | os.PathLike) -> int:
         """The class for the image at ``path``; InputError (one line) if it has none."""
         raise NotImplementedError
+
+    def identity(self) -> str:
+        """What stands for it in a run's fingerprint (journal.py, evalparts.py): a resumed run needs the same."""
+        return f"file sha256 {self.digest}"
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -141,7 +145,8 @@ class Targets:
             except InputError:
                 continue
         if files:
-            raise InputError(f"--targets {self.source} gives none of the {len(files)} images a class (e.g. "
+            n = len(files)
+            raise InputError(f"--targets {self.source} gives none of the {n} image{'' if n == 1 else 's'} a class (e.g. "
                              f"{os.path.basename(os.fspath(files[0]))}); {self._names()}")
 
 
@@ -217,8 +222,23 @@ class ClassFolders(Targets):
         self.where = {}
         for name, cls in self.classes.items():
             self.where.setdefault(cls, f"folder '{name}'")
-        pairs = json.dumps(sorted(self.classes.items()), ensure_ascii=True)
-        self.digest = hashlib.sha256(pairs.encode()).hexdigest()  # the mapping, as a file's contents would be
+        self.digest = hashlib.sha256(os.path.realpath(self.root).encode("utf-8", "surrogateescape")).hexdigest()
+
+    def identity(self) -> str:
+        """The root, not its folders: a class folder fixed or added since lets --resume go on (its images are
+        new inputs there), as images added to a folder do."""
+        return f"class folders of {os.path.realpath(self.root)}"
+
+    def check(self, num_classes: Optional[int]) -> None:
+        """A class folder the model has no class for fails its images, as a misspelt one does."""
+        for name, cls in list(self.classes.items()):
+            if cls < 0 or (num_classes is not None and cls >= num_classes):
+                span = f"0..{num_classes - 1}" if num_classes is not None else "from 0"
+                self.unknown[name] = f"class {cls} is out of range (the model's classes: {span})"
+                del self.classes[name]
+        if not self.classes:
+            name = next(iter(self.unknown))
+            raise InputError(f"--targets {self.source}: no class folders in it ('{name}': {self.unknown[name]})")
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -227,7 +247,8 @@ class ClassFolders(Targets):
         return f"the class its folder below {self.root.name} names"
 
     def _names(self) -> str:
-        return f"none is in one of its {len(self)} class folder{'' if len(self) == 1 else 's'}"
+        return f"its class folders: {len(self)}" + (f"; folders that name no class: {', '.join(sorted(self.unknown))}"
+                                                    if self.unknown else "")
 
     def lookup(self, path: str | os.PathLike) -> int:
         """The class of the folder directly below ``root`` that holds ``path``; InputError if none."""
@@ -239,7 +260,7 @@ class ClassFolders(Targets):
             if len(first) == 2 and first[0] not in ("..", "."):
                 break
         if len(first) == 2 and first[0] in self.unknown:
-            raise InputError(f"its folder '{first[0]}' in {self.source} names no class: {self.unknown[first[0]]}")
+            raise InputError(f"its folder {first[0]!r} in {self.source} names no class: {self.unknown[first[0]]}")
         if len(first) < 2 or first[0] in ("..", ".") or first[0] not in self.classes:
             raise InputError(f"not in one of the class folders of {self.source}")
         return self.classes[first[0]]

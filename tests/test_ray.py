@@ -175,6 +175,24 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, demo_gig, tmp_path)
     assert sum(s.workers.values()) == n
 
 
+def test_class_folders_linked_into_a_pool_on_ray(cluster, demo_gig, tmp_path):
+    """--targets DATASET on Ray with a class folder that is a link into a pool of photos and a linked photo:
+    the rows keep the paths as given (absolute), so each image is in its class folder as in one process."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    shutil.copy(PHOTOS[1], pool / "cat.png")
+    shutil.copy(PHOTOS[2], pool / "cup.png")
+    root = tmp_path / "ds"
+    (root / "espresso").mkdir(parents=True)
+    (root / "tabby").symlink_to(pool)
+    (root / "espresso" / "cup.png").symlink_to(pool / "cup.png")
+    options = ExplainOptions(steps=STEPS, targets=str(root))
+    explain_ray(demo_gig, [str(root / "tabby" / "cat.png"), str(root / "espresso" / "cup.png")], options,
+                tmp_path / "out", address=cluster.address, actors=1, device="cpu")
+    got = {Path(r["image"]).name: (r["target"], r["error"]) for r in rows(tmp_path / "out")}
+    assert got == {"cat.png": ("281", ""), "cup.png": ("967", "")}
+
+
 def test_eval_on_ray_matches_one_process(cluster, tmp_path):
     model = tiny_cnn(tmp_path / "tiny.onnx")
     photos = write_photos(tmp_path / "photos", 5)

@@ -77,7 +77,7 @@ def test_images_are_found_by_path_then_file_name_then_stem(tmp_path):
     ("cat.png 1000\n", "line 1: class 1000 is out of range"),
     ("cat.png 281\ncup.png -3\n", "line 2: class -3 is out of range"),
     ("cat.png crane\n", "line 1: class 'crane' names more than one"),
-    ("cat.png 281\ncup.png unicorn\n", "line 2: class 'unicorn' is not an index nor one of the model's labels"),
+    ("cat.png 281\ncup.png unicorn\n", "line 2: class 'unicorn' is neither an index nor one of the model's labels"),
     ("cat.png 281\ncup.png\n", "line 2: expected an image and a class"),
     ("", "no image and class pairs"),
 ])
@@ -172,7 +172,7 @@ def test_target_by_label_is_the_target_by_index(demo_gig, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
     got = list(explain_many(demo_gig, [photo], ExplainOptions(steps=STEPS, target="tabby"), device="cpu"))
     assert [r.target for r in got] == [281]
-    for name, match in (("unicorn", "not an index nor one of the model's labels"),
+    for name, match in (("unicorn", "neither an index nor one of the model's labels"),
                         ("crane", "more than one of the model's labels (134, 517)"), ("281.5", "not a whole number")):
         p = run_cli("explain", demo_gig, photo, "--target", name, "--steps", STEPS, "--out", tmp_path / "c.png")
         assert p.returncode == 2 and match in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -202,7 +202,7 @@ def test_exact_labels_win_and_numbers_as_floats_write_them(tmp_path):
     281.0 is how a float column writes 281; digits of other scripts are not indices."""
     table = read_targets(write(tmp_path / "t.csv", "image,label\na.png,missile\nb.png,281.0\nc.png,cardigan\n"), LABELS)
     assert [table.lookup(n) for n in ("a.png", "b.png", "c.png")] == [657, 281, 474]
-    with pytest.raises(InputError, match="is not an index"):
+    with pytest.raises(InputError, match="is neither an index"):
         read_targets(write(tmp_path / "u.txt", "a.png \u0662\u0668\u0661\n"), LABELS)
 
 
@@ -264,18 +264,27 @@ def test_class_folders_the_imagefolder_layout(demo_gig, tmp_path):
     shutil.copy(PHOTOS / "chelsea.png", root / "tabbby" / "typo.png")
     q = run_cli("explain", demo_gig, root, "--targets", root, "--out-dir", root / "out", "--steps", STEPS)
     assert q.returncode == 3, q.stderr
-    assert "typo.png: its folder 'tabbby' in" in q.stderr and "names no class: class 'tabbby' is not" in q.stderr
+    assert "typo.png: its folder 'tabbby' in" in q.stderr and "names no class: class 'tabbby' is neither" in q.stderr
     again = run_cli("explain", demo_gig, root, "--targets", root, "--out-dir", root / "out", "--steps", STEPS,
                     "--resume")  # its own --out-dir inside the dataset is no class folder, and no input
-    assert again.returncode == 3 and "4 explained (4 of them by the earlier run), 2 failed" in again.stdout, again.stderr
-    shutil.rmtree(root / "tabbby")
+    assert again.returncode == 3 and "4 explained (4 of them by the earlier run), 2 failed" in again.stdout, \
+        again.stderr
+    (root / "tabbby").rename(root / "tabby2")  # fixing the folder it named: --resume goes on (new inputs)
+    (root / "tabby2" / "typo.png").rename(root / "tabby" / "typo.png")
+    (root / "tabby2").rmdir()
+    fixed = run_cli("explain", demo_gig, root, "--targets", root, "--out-dir", root / "out", "--steps", STEPS,
+                    "--resume")
+    assert fixed.returncode == 3 and "5 explained (4 of them by the earlier run), 1 failed" in fixed.stdout, fixed.stderr
+    (root / "tabby" / "typo.png").unlink()
     shutil.rmtree(root / "out")
     with pytest.raises(InputError, match="no class folders in it"):
         (tmp_path / "empty" / "dogs").mkdir(parents=True)
         read_targets(tmp_path / "empty", LABELS)
-    (root / "1000").mkdir()
-    with pytest.raises(InputError, match="folder '1000': class 1000 is out of range"):
-        read_targets(root, LABELS).check(len(LABELS))
+    (root / "1000").mkdir()  # a class the model lacks: its images fail as a misspelt folder's do
+    table = read_targets(root, LABELS)
+    table.check(len(LABELS))
+    with pytest.raises(InputError, match="its folder '1000' in .* names no class: class 1000 is out of range"):
+        table.lookup(root / "1000" / "x.png")
 
 
 def test_class_folders_through_a_link(tmp_path):
@@ -287,3 +296,12 @@ def test_class_folders_through_a_link(tmp_path):
     table = read_targets(tmp_path / "link", LABELS)
     assert table.lookup(tmp_path / "link" / "tabby" / "a.png") == 281
     assert table.lookup((tmp_path / "link" / "tabby" / "a.png").resolve()) == 281
+
+
+def test_a_result_writer_takes_a_class_folder_by_path(demo_gig, tmp_path):
+    """The run's fingerprint names class folders by their root (a folder is not hashed as a file)."""
+    from onnx_gig.writer import ResultWriter
+
+    (tmp_path / "val" / "tabby").mkdir(parents=True)
+    with ResultWriter(tmp_path / "out", options=ExplainOptions(targets=str(tmp_path / "val")), model=demo_gig) as w:
+        assert w.record.header["targets"] == f"class folders of {(tmp_path / 'val').resolve()}"

@@ -42,7 +42,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default="zeros", help="IG/GNL-IG baseline: zeros (default), black, white, blur")
     p.add_argument("--title", help="title for the table and figure")
     p.add_argument("--save-maps", action="store_true", help="also write every map to OUT_DIR/maps.npz")
-    p.add_argument("--targets", metavar="FILE",
+    p.add_argument("--targets", metavar="FILE|FOLDER",
                    help="explain and score each image's class as FILE gives it, not the predicted one (the forms "
                         "of explain --targets: val.txt lines, CSV/TSV, JSON, or a dataset folder whose subfolders are the "
                         "classes); images without a class are left out")

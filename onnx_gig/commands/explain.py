@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ..heatmap import CMAPS, DEFAULT_ALPHA, DEFAULT_CLIP, SIGNS
 from ._common import (add_attribution_options, add_ray_options, add_run_options, check_ray_options,
@@ -37,7 +38,7 @@ def configure(e: argparse.ArgumentParser) -> None:
                                       "no batch dim)")
     e.add_argument("--out-dir", metavar="DIR", help="write figures and results.csv/.jsonl here (default with several "
                                                     "inputs: the current folder)")
-    e.add_argument("--targets", metavar="FILE",
+    e.add_argument("--targets", metavar="FILE|FOLDER",
                    help="explain each image's class as FILE gives it (a dataset's labels: "
                         "'name class' lines as ImageNet's val.txt, a CSV/TSV with image and label columns, or a "
                         "JSON object; a class is an index or one of the model's labels; images are matched by "
@@ -102,8 +103,12 @@ def run(a: argparse.Namespace) -> int:
     if a.targets is not None:  # one image: its class from the file, then as --target
         from ..errors import InputError
 
+        from ..api import _peek_gig_model
+        from ..contract import META_PREFIX
+
         options = options_of(a)
-        options.check()
+        nc = _peek_gig_model(Path(a.model))[0].get(META_PREFIX + "num_classes")
+        options.check(int(nc) if nc else None)  # the file's classes against the model's, as a folder run does
         try:
             target = options.targets.lookup(a.inputs[0])
         except InputError as exc:
