@@ -23,7 +23,7 @@ from .heatmap import DEFAULT_ALPHA, DEFAULT_CLIP, check_map_options
 from .imageio import BASELINE_KINDS, IMAGE_SUFFIXES, Preprocess, load_input, make_baseline
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel, check_budget, check_threads
-from .targets import Targets
+from .targets import Targets, class_index, read_targets
 
 BOTH_TARGETS = "--target explains one class in every image, --targets one class per image: give one"
 MAX_BATCH_IMAGES = 64  # images in flight at most by default: the progress bar moves, results stream out
@@ -306,8 +306,6 @@ def with_classes(options: ExplainOptions, model: str | os.PathLike | GigModel) -
     named_target = isinstance(options.target, str)
     if not named_target and not isinstance(options.targets, (str, os.PathLike)):
         return options
-    from .targets import class_index, read_targets
-
     labels = model.labels if isinstance(model, GigModel) else model_labels(model)
     if named_target:
         options = replace(options, target=class_index(options.target, labels))

@@ -73,12 +73,9 @@ def fingerprint(model: str | os.PathLike, options: Any, *, figures: bool, npy: b
     opts = dataclasses.asdict(dataclasses.replace(options, targets=None) if targets is not None else options)
     opts.pop("targets", None)  # absent unless given: runs recorded before --targets existed still resume
     if targets is not None:  # a targets file is named by its contents, as a baseline file is; folders by root
-        if hasattr(targets, "identity"):
-            opts["targets"] = targets.identity()
-        elif os.path.isdir(targets):
-            opts["targets"] = f"class folders of {os.path.realpath(targets)}"
-        else:
-            opts["targets"] = f"file sha256 {file_digest(targets)}"
+        from .targets import identity
+
+        opts["targets"] = identity(targets)
     base = str(opts.get("baseline")).strip()
     if base and Path(base).is_file():  # a baseline file is named by its contents
         opts["baseline"] = f"file sha256 {file_digest(base)}"

@@ -91,6 +91,18 @@ class LabelIndex:
         return k
 
 
+def identity(targets: "Targets | str | os.PathLike") -> str:
+    """What stands for ``targets`` in a run's fingerprint, read or not yet read (a label file by its contents,
+    class folders by their root): the run record (journal.py) and eval's checkpoints (evaluate.py) use it."""
+    if isinstance(targets, Targets):
+        return targets.identity()
+    if os.path.isdir(targets):
+        return f"class folders of {os.path.realpath(targets)}"
+    from .journal import file_digest
+
+    return f"file sha256 {file_digest(targets)}"
+
+
 def class_index(target: int | str, labels: Optional[Sequence[str]]) -> int:
     """``--target``'s class: an index as given (or written as digits), or one of the model's labels."""
     if isinstance(target, str):
@@ -227,7 +239,7 @@ class ClassFolders(Targets):
     def identity(self) -> str:
         """The root, not its folders: a class folder fixed or added since lets --resume go on (its images are
         new inputs there), as images added to a folder do."""
-        return f"class folders of {os.path.realpath(self.root)}"
+        return identity(self.root)
 
     def check(self, num_classes: Optional[int]) -> None:
         """A class folder the model has no class for fails its images, as a misspelt one does."""
@@ -381,4 +393,4 @@ def read_targets(path: str | os.PathLike, labels: Optional[Sequence[str]] = None
     return TargetTable(str(p), file_digest(p), entries, Path(os.path.abspath(p)).parent)
 
 
-__all__ = ["ClassFolders", "TargetTable", "Targets", "class_index", "read_targets"]
+__all__ = ["ClassFolders", "TargetTable", "Targets", "class_index", "identity", "read_targets"]

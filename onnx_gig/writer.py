@@ -23,6 +23,7 @@ from .fileio import atomic_path, check_output
 from .gallery import PAGE, render_page
 from .heatmap import render_figure, save_png, saliency_map
 from .journal import RECORD, RunRecord, fingerprint, input_key, is_done
+from .targets import Targets
 
 TABLES = ("results.csv", "results.jsonl")
 OUTPUTS = TABLES + (PAGE,)  # what close writes: the tables and the page that shows them (gallery.py)
@@ -243,8 +244,12 @@ class ResultWriter:
     def page_subtitle(self) -> str:
         """The options that shaped the maps, as the figures' titles give them."""
         o = self.options
-        target = "classes from " + os.path.basename(str(getattr(o.targets, "source", o.targets))) if o.targets \
-            else (f"class {o.target}" if o.target is not None else "the predicted class")
+        if isinstance(o.targets, Targets):
+            target = o.targets.said()
+        elif o.targets is not None:  # a path not read yet (the Python API)
+            target = f"classes from {os.path.basename(os.fspath(o.targets))}"
+        else:
+            target = f"class {o.target}" if o.target is not None else "the predicted class"
         return (f"{target}; {o.steps} steps ({o.rule}), baseline {o.baseline}; map: {o.sign}, clipped at the "
                 f"{o.clip_percentile:g}th percentile")
 

@@ -43,9 +43,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", help="title for the table and figure")
     p.add_argument("--save-maps", action="store_true", help="also write every map to OUT_DIR/maps.npz")
     p.add_argument("--targets", metavar="FILE|FOLDER",
-                   help="explain and score each image's class as FILE gives it, not the predicted one (the forms "
-                        "of explain --targets: val.txt lines, CSV/TSV, JSON, or a dataset folder whose subfolders are the "
-                        "classes); images without a class are left out")
+                   help="explain and score each image's class as FILE gives it, not the predicted one (the "
+                        "forms of explain --targets: val.txt lines, CSV/TSV, JSON, or a dataset folder whose "
+                        "subfolders are the classes); images without a class are left out")
     p.add_argument("--resume", action="store_true",
                    help="finish an interrupted eval into the same --out-dir: the chunks it scored (saved in "
                         "OUT_DIR/parts until the results are written) are kept and only the rest is scored; the "

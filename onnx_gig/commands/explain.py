@@ -39,11 +39,11 @@ def configure(e: argparse.ArgumentParser) -> None:
     e.add_argument("--out-dir", metavar="DIR", help="write figures and results.csv/.jsonl here (default with several "
                                                     "inputs: the current folder)")
     e.add_argument("--targets", metavar="FILE|FOLDER",
-                   help="explain each image's class as FILE gives it (a dataset's labels: "
-                        "'name class' lines as ImageNet's val.txt, a CSV/TSV with image and label columns, or a "
-                        "JSON object; a class is an index or one of the model's labels; images are matched by "
-                        "path, file name or stem; a FOLDER instead: its subfolders are the classes, the ImageFolder layout). In a "
-                        "folder run, images without a class fail (exit 3)")
+                   help="explain each image's class as FILE gives it (a dataset's labels: 'name class' lines as "
+                        "ImageNet's val.txt, a CSV/TSV with image and label columns, or a JSON object; a class is "
+                        "an index or one of the model's labels; images are matched by path, file name or stem), or "
+                        "as the FOLDER's subfolders name it (the ImageFolder layout). In a folder run, images "
+                        "without a class fail (exit 3)")
     e.add_argument("--npy", action="store_true", help="with several inputs or --out-dir: also write each image's raw "
                                                       "attributions as DIR/<stem>.npy")
     e.add_argument("--no-figures", dest="figures", action="store_false",
