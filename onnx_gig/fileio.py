@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -83,3 +85,23 @@ def atomic_path(path: str | os.PathLike, protect: Iterable[str | os.PathLike | N
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, then deliver it: writes that must land together (an image's files and
+    its line in the run record) are never split by it. Outside the main thread, where no signal arrives, a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            if callable(previous):
+                previous(signal.SIGINT, held[0])  # Python's own handler: KeyboardInterrupt, raised here
+            else:
+                signal.raise_signal(signal.SIGINT)  # SIG_DFL or SIG_IGN: what the signal would have done

@@ -19,7 +19,7 @@ import numpy as np
 
 from .batch import ExplainOptions, ImageResult, Inputs
 from .errors import InputError
-from .fileio import atomic_path, check_output
+from .fileio import atomic_path, check_output, uninterrupted
 from .gallery import PAGE, render_page
 from .heatmap import render_figure, save_png, saliency_map
 from .journal import RECORD, RunRecord, fingerprint, input_key, is_done
@@ -172,27 +172,28 @@ class ResultWriter:
         if result.index in self._rows:
             return False
         stem = self._name(result.index, result.path)
-        figure = npy = None
-        if result.ok and result.attributions is not None:
-            self._check_free(stem)
-            if self.npy:
-                npy = self.dir / f"{stem}.npy"
-                with atomic_path(npy, protect=self._protect) as tmp:
-                    with open(tmp, "wb") as f:
-                        np.save(f, np.asarray(result.attributions, np.float32))
-            if self.figures:
-                figure = self.dir / f"{stem}_gig.png"
-                save_png(self.figure(result), figure, protect=self._protect)
-        else:
-            self.failures.append((result.path, result.error or "no attributions"))
-        row = result.row(self.options.top)
-        row["figure"] = figure.name if figure else None
-        row["npy"] = npy.name if npy else None
-        self._rows[result.index] = row
-        if self.record is not None:  # after the files: a recorded image is a complete one
-            if self.record.closed:
-                self.record.start(append=self._appending)
-            self.record.add(result.path, stem, row)
+        with uninterrupted():  # Ctrl-C lands after the record line: no figure on disk goes unrecorded
+            figure = npy = None
+            if result.ok and result.attributions is not None:
+                self._check_free(stem)
+                if self.npy:
+                    npy = self.dir / f"{stem}.npy"
+                    with atomic_path(npy, protect=self._protect) as tmp:
+                        with open(tmp, "wb") as f:
+                            np.save(f, np.asarray(result.attributions, np.float32))
+                if self.figures:
+                    figure = self.dir / f"{stem}_gig.png"
+                    save_png(self.figure(result), figure, protect=self._protect)
+            else:
+                self.failures.append((result.path, result.error or "no attributions"))
+            row = result.row(self.options.top)
+            row["figure"] = figure.name if figure else None
+            row["npy"] = npy.name if npy else None
+            self._rows[result.index] = row
+            if self.record is not None:  # after the files: a recorded image is a complete one
+                if self.record.closed:
+                    self.record.start(append=self._appending)
+                self.record.add(result.path, stem, row)
         return True
 
     def figure(self, result: ImageResult):

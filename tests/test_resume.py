@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,34 @@ def test_resume_finishes_an_interrupted_run_as_one_run_would(demo_gig, tmp_path)
     same_rows(table(out), table(tmp_path / "ref"))
     after = stamps(out)
     assert {k: after[k] for k in before} == before  # what the first run wrote was kept, not redone
+
+
+class CtrlCWhileDrawing(ResultWriter):
+    """A writer that gets a real SIGINT while it draws its second figure, as a user's Ctrl-C would land."""
+
+    def figure(self, result):
+        if self.written == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().figure(result)
+
+
+def test_ctrl_c_while_an_image_is_written_lands_after_its_record_line(demo_gig, tmp_path):
+    src = photos(tmp_path / "in", 3)
+    listing = collect_inputs([src])
+    out = tmp_path / "out"
+    w = CtrlCWhileDrawing(out, options=OPTIONS, inputs=[str(f) for f in listing.files], model=demo_gig)
+    results = explain_many(demo_gig, listing, OPTIONS)
+    with pytest.raises(KeyboardInterrupt):
+        with w:
+            for r in results:
+                w.write(r)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Python's own again
+    figures = sorted(p.name for p in out.glob("*_gig.png"))
+    lines = [json.loads(x) for x in (out / RECORD).read_text().splitlines()[1:]]
+    # broken.png failed first; the image being drawn when Ctrl-C came was finished, recorded, then the run stopped
+    assert len(lines) == 2 and len(figures) == 1 and [x["row"]["figure"] for x in lines if x["row"]["figure"]] == figures
+    again = ResultWriter(out, options=OPTIONS, inputs=[str(f) for f in listing.files], model=demo_gig, resume=True)
+    assert again.resumed == 1  # the failure is tried again; the figure is never redone
 
 
 def test_resume_adds_new_images_and_redoes_what_is_gone_or_failed(demo_gig, tmp_path):
