@@ -291,7 +291,7 @@ def explain(model: str | os.PathLike | GigModel, image: str | os.PathLike, targe
     nc = meta.get(META_PREFIX + "num_classes", "")
     if isinstance(target, str):
         raw = meta.get(META_PREFIX + "labels")
-        target = class_index(target, json.loads(raw) if raw else None)
+        target = class_index(target, json.loads(raw) if raw else None, int(nc) if nc else None)
     if target is not None:
         check_target(target, int(nc) if nc else None)
 

@@ -306,21 +306,23 @@ def with_classes(options: ExplainOptions, model: str | os.PathLike | GigModel) -
     named_target = isinstance(options.target, str)
     if not named_target and not isinstance(options.targets, (str, os.PathLike)):
         return options
-    labels = model.labels if isinstance(model, GigModel) else model_labels(model)
+    labels, classes = (model.labels, model.num_classes) if isinstance(model, GigModel) else model_classes(model)
     if named_target:
-        options = replace(options, target=class_index(options.target, labels))
+        options = replace(options, target=class_index(options.target, labels, classes))
     if isinstance(options.targets, (str, os.PathLike)):
         options = replace(options, targets=read_targets(options.targets, labels))
     return options
 
 
-def model_labels(model: str | os.PathLike) -> Optional[list[str]]:
-    """The class labels a converted model carries (read from its head, no session made), or None."""
+def model_classes(model: str | os.PathLike) -> tuple[Optional[list[str]], Optional[int]]:
+    """The class labels a converted model carries and its class count (read from its head, no session made);
+    None for what it does not say."""
     from .api import _peek_gig_model
     from .contract import META_PREFIX
 
-    raw = _peek_gig_model(Path(model))[0].get(META_PREFIX + "labels")
-    return json.loads(raw) if raw else None
+    meta = _peek_gig_model(Path(model))[0]
+    raw, count = meta.get(META_PREFIX + "labels"), meta.get(META_PREFIX + "num_classes")
+    return (json.loads(raw) if raw else None), (int(count) if count else None)
 
 
 def _shared_baseline(kind: str) -> bool:

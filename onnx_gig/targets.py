@@ -4,8 +4,9 @@ A validation set comes with its labels, and explaining it means explaining each 
 whatever the model predicts. ``read_targets`` reads the forms datasets ship: ``name class`` lines
 (ImageNet's ``val.txt``: ``ILSVRC2012_val_00000001.JPEG 65``), a CSV or TSV with a header (``image,label``;
 other columns ignored), or JSON (``{"cat.png": 281}``, ``[["cat.png", 281]]``, or records
-``[{"image": "cat.png", "label": 281}]``). A class is an index or one of the model's labels (``tabby cat``:
-the full label, or one of its comma-separated names; any case).
+``[{"image": "cat.png", "label": 281}]``). A class is an index, one of the model's labels (``tabby cat``:
+the full label, or one of its comma-separated names; any case), or for an ImageNet-1k classifier a WordNet ID
+(``n02123159``, synsets.py), as ImageNet's own ``LOC_val_solution.csv`` and ``val/<synset>/`` folders give it.
 
 A folder instead of a file is a dataset in the ImageFolder layout (``val/tabby/cat1.png``): each image's class
 is the name of the folder it is in, directly below that one (``ClassFolders``).
@@ -26,10 +27,12 @@ from typing import Any, Iterable, Optional, Sequence
 
 from .errors import InputError
 from .imageio import IMAGE_SUFFIXES
+from .synsets import CLASSES, synset_index, synset_token
 
 # header names of the image and class columns, in the order tried (compared lowercased)
 IMAGE_COLUMNS = ("image", "path", "file", "filename", "file_name", "image_path", "imageid", "image_id", "name", "id")
-CLASS_COLUMNS = ("target", "label", "class", "class_index", "class_id", "class_name", "label_id", "category", "y")
+CLASS_COLUMNS = ("target", "label", "class", "class_index", "class_id", "class_name", "label_id", "category", "y",
+                 "predictionstring")  # ImageNet's LOC_val_solution.csv: 'n01751748 151 111 262 307 ...'
 _INDEX = re.compile(r"[+-]?[0-9]+(?:\.0*)?")  # 281, and 281.0 as a float column writes it (ASCII digits only)
 _DECIMAL = re.compile(r"[+-]?[0-9]*\.[0-9]+")
 
@@ -50,10 +53,13 @@ def _stem(name: str) -> str:
 
 
 class LabelIndex:
-    """Class names to indices: full labels first, then each comma-separated name, case-insensitive."""
+    """Class names to indices: full labels first, then each comma-separated name, case-insensitive, then
+    ImageNet-1k's WordNet IDs (for a model with ImageNet's labels, or with none and ``classes`` unknown or 1000)."""
 
-    def __init__(self, labels: Optional[Sequence[str]]) -> None:
+    def __init__(self, labels: Optional[Sequence[str]], classes: Optional[int] = None) -> None:
         self.known = labels is not None
+        self.labels, self.classes = labels, classes
+        self.wordnet = False  # a WordNet ID was read with neither labels nor a class count to confirm it by
         self.full: dict[str, int] = {}
         self.names: dict[str, int] = {}
         self.shared: dict[str, set[int]] = {}  # names two classes share (ImageNet's two "crane" classes)
@@ -79,9 +85,13 @@ class LabelIndex:
             return int(float(text)) if "." in text else int(text)
         if _DECIMAL.fullmatch(text):
             raise InputError(f"class {text} is not a whole number")
+        key = _norm(text)
+        wnid = synset_token(text)
+        if wnid is not None and not (key in self.full or key in self.names or key in self.shared):
+            self.wordnet = self.wordnet or (self.labels is None and self.classes is None)
+            return synset_index(wnid, self.labels, self.classes)
         if not self.known:
             raise InputError(f"class {text!r} is a name, and the model carries no labels: give a class index")
-        key = _norm(text)
         if key in self.shared:
             raise InputError(f"class {text!r} names more than one of the model's labels "
                              f"({', '.join(map(str, sorted(self.shared[key])))}): give its index")
@@ -103,11 +113,12 @@ def identity(targets: "Targets | str | os.PathLike") -> str:
     return f"file sha256 {file_digest(targets)}"
 
 
-def class_index(target: int | str, labels: Optional[Sequence[str]]) -> int:
-    """``--target``'s class: an index as given (or written as digits), or one of the model's labels."""
+def class_index(target: int | str, labels: Optional[Sequence[str]], classes: Optional[int] = None) -> int:
+    """``--target``'s class: an index as given (or written as digits), one of the model's labels, or an
+    ImageNet-1k WordNet ID (``classes``: the model's class count, which confirms one where no labels do)."""
     if isinstance(target, str):
         try:
-            return LabelIndex(labels).index(target)
+            return LabelIndex(labels, classes).index(target)
         except InputError as exc:
             raise InputError(f"--target: {exc}") from None
     return target
@@ -120,6 +131,7 @@ class Targets:
     source: str
     digest: str
     where: dict[int, str]  # class -> where it is given first ("line 3", "folder 'tabby'"), for the range check
+    wordnet: bool = False  # classes were read as ImageNet-1k WordNet IDs with nothing to confirm them by yet
 
     def lookup(self, path: str | os.PathLike) -> int:
         """The class for the image at ``path``; InputError (one line) if it has none."""
@@ -140,8 +152,14 @@ class Targets:
         """What it holds, for the refusal of a file that covers none of the images."""
         raise NotImplementedError
 
+    def _check_wordnet(self, num_classes: Optional[int]) -> None:
+        if self.wordnet and num_classes is not None and num_classes != CLASSES:
+            raise InputError(f"--targets {self.source} names classes by ImageNet-1k WordNet IDs (n01440764, ...), "
+                             f"and the model has {num_classes} classes, not {CLASSES}: give indices")
+
     def check(self, num_classes: Optional[int]) -> None:
         """Refuse a class the model does not have, naming where it is given."""
+        self._check_wordnet(num_classes)
         for cls, where in sorted(self.where.items()):
             if cls < 0 or (num_classes is not None and cls >= num_classes):
                 span = f"0..{num_classes - 1}" if num_classes is not None else "from 0"
@@ -235,6 +253,7 @@ class ClassFolders(Targets):
         for name, cls in self.classes.items():
             self.where.setdefault(cls, f"folder '{name}'")
         self.digest = hashlib.sha256(os.path.realpath(self.root).encode("utf-8", "surrogateescape")).hexdigest()
+        self.wordnet = names.wordnet
 
     def identity(self) -> str:
         """The root, not its folders: a class folder fixed or added since lets --resume go on (its images are
@@ -243,6 +262,7 @@ class ClassFolders(Targets):
 
     def check(self, num_classes: Optional[int]) -> None:
         """A class folder the model has no class for fails its images, as a misspelt one does."""
+        self._check_wordnet(num_classes)
         for name, cls in list(self.classes.items()):
             if cls < 0 or (num_classes is not None and cls >= num_classes):
                 span = f"0..{num_classes - 1}" if num_classes is not None else "from 0"
@@ -388,9 +408,12 @@ def read_targets(path: str | os.PathLike, labels: Optional[Sequence[str]] = None
         rows, spaced = (_json_rows(text), False) if suffix == ".json" else _text_rows(text, suffix)
     except InputError as exc:
         raise InputError(f"--targets {p}: {exc}") from None
-    entries = _entries(rows, spaced, suffix != ".json", LabelIndex(labels), f"--targets {p}")
+    names = LabelIndex(labels)
+    entries = _entries(rows, spaced, suffix != ".json", names, f"--targets {p}")
     # the folder as named (not the link's target): a label file linked into a dataset reads its paths there
-    return TargetTable(str(p), file_digest(p), entries, Path(os.path.abspath(p)).parent)
+    table = TargetTable(str(p), file_digest(p), entries, Path(os.path.abspath(p)).parent)
+    table.wordnet = names.wordnet
+    return table
 
 
 __all__ = ["ClassFolders", "TargetTable", "Targets", "class_index", "identity", "read_targets"]

@@ -35,8 +35,8 @@ def check_ray_options(a: argparse.Namespace) -> None:
 
 def add_attribution_options(p: argparse.ArgumentParser) -> None:
     """The integration: steps, rule, baseline, target."""
-    p.add_argument("--target", help="class to explain: an index, or one of the model's labels such as 'tabby cat' "
-                                    "(default: the predicted class)")
+    p.add_argument("--target", help="class to explain: an index, one of the model's labels such as 'tabby cat', "
+                                    "or an ImageNet WordNet ID (default: the predicted class)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"integration steps (default {DEFAULT_STEPS})")
     p.add_argument("--rule", default=DEFAULT_RULE, choices=RULES,
                    help=f"quadrature rule, with Captum's names (default {DEFAULT_RULE})")

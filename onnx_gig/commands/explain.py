@@ -41,7 +41,7 @@ def configure(e: argparse.ArgumentParser) -> None:
     e.add_argument("--targets", metavar="FILE|FOLDER",
                    help="explain each image's class as FILE gives it (a dataset's labels: 'name class' lines as "
                         "ImageNet's val.txt, a CSV/TSV with image and label columns, or a JSON object; a class is "
-                        "an index or one of the model's labels; images are matched by path, file name or stem), or "
+                        "an index, one of the model's labels, or an ImageNet WordNet ID; images are matched by path, file name or stem), or "
                         "as the FOLDER's subfolders name it (the ImageFolder layout). In a folder run, images "
                         "without a class fail (exit 3)")
     e.add_argument("--npy", action="store_true", help="with several inputs or --out-dir: also write each image's raw "
