@@ -20,7 +20,12 @@ EPILOG = """examples:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line too, like every other error (the full usage is one --help away)."""
+    """Usage errors as one line too, like every other error (the full usage is one --help away). Options are
+    never abbreviated: ``eval --target 281`` would be read as ``--targets 281`` (a file named 281)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         where = "" if self.prog == "onnx-gig" else f"{self.prog}: "  # a subcommand's name, not the program's twice

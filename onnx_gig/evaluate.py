@@ -149,8 +149,10 @@ class EvalResult:
                                      legend=where))
         return hstack(charts)
 
-    def save(self, out_dir: str | os.PathLike, title: Optional[str] = None, save_maps: bool = False) -> list[Path]:
-        """Write results.md, results.csv, per_image.csv, curves.npz, curves.png (and maps.npz) into ``out_dir``."""
+    def save(self, out_dir: str | os.PathLike, title: Optional[str] = None, save_maps: bool = False,
+             protect: Sequence[str | os.PathLike] = ()) -> list[Path]:
+        """Write OUTPUT_FILES (results.md, results.csv, per_image.csv, curves.npz, curves.png; and maps.npz) into
+        ``out_dir``; never over a file of ``protect`` (the run's model and label file)."""
         from .fileio import atomic_path
 
         d = Path(out_dir)
@@ -158,18 +160,18 @@ class EvalResult:
         written = []
         for name, text in (("results.md", self.to_markdown(title)), ("results.csv", self.to_csv()),
                            ("per_image.csv", self.per_image_csv())):
-            with atomic_path(d / name) as tmp:
+            with atomic_path(d / name, protect=protect) as tmp:
                 tmp.write_text(text, encoding="utf-8", errors="backslashreplace")  # names that are not UTF-8
             written.append(d / name)
         arrays = {f"{k}_x": v for k, v in self.x.items()}
         arrays.update({f"{k}/{m}": c for k, per in self.curves.items() for m, c in per.items()})
         for name, data in (("curves.npz", arrays), ("maps.npz", self.maps if save_maps else None)):
             if data:
-                with atomic_path(d / name) as tmp:
+                with atomic_path(d / name, protect=protect) as tmp:
                     with open(tmp, "wb") as f:
                         np.savez_compressed(f, **data)
                 written.append(d / name)
-        save_png(self.figure(f"{title}: " if title else ""), d / "curves.png")
+        save_png(self.figure(f"{title}: " if title else ""), d / "curves.png", protect=protect)
         written.append(d / "curves.png")
         return written
 
@@ -185,6 +187,7 @@ def load_batch(paths: Sequence[Path], pp: Preprocess, input_shape: Sequence) -> 
 
 # images a worker scores between checkpoints (as a Ray task does): memory stays bounded over a whole validation
 # set, and Ctrl-C loses at most this many images' work (64 was minutes of six methods' maps)
+OUTPUT_FILES = ("results.md", "results.csv", "per_image.csv", "curves.npz", "curves.png")  # EvalResult.save's
 EVAL_CHUNK = 8
 
 
@@ -336,6 +339,12 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     head = read_onnx(src, load_external_data=False)
     if any(p.key == "onnx_gig.method" for p in head.metadata_props):
         raise ModelError(f"{src} is already a converted model; pass the original classifier")
+    keep = [src] + ([Path(targets)] if isinstance(targets, (str, os.PathLike)) and Path(targets).is_file() else [])
+    if out_dir is not None:  # a label file kept beside the results is never one of them (nor the model)
+        from .fileio import check_output
+
+        for name in OUTPUT_FILES + ("maps.npz",):
+            check_output(Path(out_dir) / name, protect=keep)
     table = _target_table(targets, head, paths)  # before any conversion: a bad file leaves nothing behind
     if ray is not None:
         from .distributed import import_ray
@@ -388,7 +397,7 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     shown = {**settings, "targets_said": table.said()} if table is not None else settings
     result = assemble(str(src), paths, missing, names, parts, labels, shown)
     if out_dir is not None:
-        result.save(out_dir, title, save_maps)
+        result.save(out_dir, title, save_maps, protect=keep)
     if store is not None:
         store.clear()
     return result

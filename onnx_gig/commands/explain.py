@@ -113,6 +113,11 @@ def run(a: argparse.Namespace) -> int:
             target = options.targets.lookup(a.inputs[0])
         except InputError as exc:
             raise InputError(f"{a.inputs[0]}: {exc}") from None
+        from ..fileio import check_output
+
+        for dest in (a.out, a.save_npy):  # the label file is an input too: never an output
+            if dest and os.path.isfile(a.targets):
+                check_output(dest, protect=(a.targets,))
     r = explain(a.model, a.inputs[0], target=target, steps=a.steps, rule=a.rule, baseline=a.baseline, out=a.out,
                 save_npy=a.save_npy, device=a.device, max_memory=a.max_memory, threads=a.threads,
                 progress=sys.stderr.isatty(), cmap=a.cmap, overwrite=a.force, clip_percentile=a.clip_percentile,
