@@ -72,10 +72,10 @@ def fingerprint(model: str | os.PathLike, options: Any, *, figures: bool, npy: b
     targets = getattr(options, "targets", None)
     opts = dataclasses.asdict(dataclasses.replace(options, targets=None) if targets is not None else options)
     opts.pop("targets", None)  # absent unless given: runs recorded before --targets existed still resume
-    if targets is not None:  # a targets file is named by its contents, as a baseline file is; folders by root
-        from .targets import identity
+    if targets is not None:  # class folders by their root; a label file's classes are checked image by image
+        from .targets import record_identity
 
-        opts["targets"] = identity(targets)
+        opts["targets"] = record_identity(targets)
     base = str(opts.get("baseline")).strip()
     if base and Path(base).is_file():  # a baseline file is named by its contents
         opts["baseline"] = f"file sha256 {file_digest(base)}"

@@ -11,15 +11,15 @@ the full label, or one of its comma-separated names; any case), or for an ImageN
 A folder instead of a file is a dataset in the ImageFolder layout (``val/tabby/cat1.png``): each image's class
 is the name of the folder it is in, directly below that one (``ClassFolders``).
 
-``TargetTable.lookup`` finds an image by its path (relative paths in the file are taken from the folder the
-file was named in), else by its file name, else by its stem, so the file need not spell paths the way the
-command line does. A name given two classes finds nothing: it is ambiguous.
+The file's forms are read by labelfile.py. ``TargetTable.lookup`` finds an image by its path (relative paths
+in the file are taken from the folder the file was named in), else by its file name, else by its stem, among
+entries whose folders end its path, so the file need not spell paths the way the command line does. A name
+given two classes finds nothing: it is ambiguous.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -27,19 +27,11 @@ from typing import Any, Iterable, Optional, Sequence
 
 from .errors import InputError
 from .imageio import IMAGE_SUFFIXES
+from .labelfile import entries
 from .synsets import CLASSES, synset_index, synset_token
 
-# header names of the image and class columns, in the order tried (compared lowercased)
-IMAGE_COLUMNS = ("image", "path", "file", "filename", "file_name", "image_path", "imageid", "image_id", "name", "id")
-CLASS_COLUMNS = ("target", "label", "class", "class_index", "class_id", "class_name", "label_id", "category", "y",
-                 "predictionstring")  # ImageNet's LOC_val_solution.csv: 'n01751748 151 111 262 307 ...'
 _INDEX = re.compile(r"[+-]?[0-9]+(?:\.0*)?")  # 281, and 281.0 as a float column writes it (ASCII digits only)
 _DECIMAL = re.compile(r"[+-]?[0-9]*\.[0-9]+")
-
-
-def _norm(name: str) -> str:
-    """A class name as compared: lowercase, spaces collapsed ('Tiger  Cat ' is 'tiger cat')."""
-    return " ".join(name.split()).lower()
 
 
 def _key(path: str | os.PathLike) -> str:
@@ -53,31 +45,31 @@ def _stem(name: str) -> str:
 
 
 class LabelIndex:
-    """Class names to indices: full labels first, then each comma-separated name, case-insensitive, then
-    ImageNet-1k's WordNet IDs (for a model with ImageNet's labels, or with none and ``classes`` unknown or 1000)."""
+    """Class names to indices: a label as written (spaces collapsed) first, then in any case; a full label and
+    each of its comma-separated names alike. A name that finds two classes is refused, never guessed: ImageNet's
+    "crane" (134, 517), "missile" (657; 744 is "projectile, missile"). "Cardigan" as written is the dog
+    (264, "Cardigan, Cardigan Welsh corgi") and "cardigan" the sweater (474). Then ImageNet-1k's WordNet IDs (for
+    a model with ImageNet's labels, or with none and ``classes`` unknown or 1000)."""
 
     def __init__(self, labels: Optional[Sequence[str]], classes: Optional[int] = None) -> None:
         self.known = labels is not None
         self.labels, self.classes = labels, classes
         self.wordnet = False  # a WordNet ID was read with neither labels nor a class count to confirm it by
-        self.full: dict[str, int] = {}
-        self.names: dict[str, int] = {}
-        self.shared: dict[str, set[int]] = {}  # names two classes share (ImageNet's two "crane" classes)
+        self.exact: dict[str, set[int]] = {}   # a label or one of its names, as written
+        self.folded: dict[str, set[int]] = {}  # the same, lowercased
         for k, label in enumerate(labels or ()):
-            key = _norm(str(label))
-            if self.full.setdefault(key, k) != k:
-                self.shared.setdefault(key, {self.full[key]}).add(k)
-        for k, label in enumerate(labels or ()):
-            for name in map(_norm, str(label).split(",")):
-                if name and name not in self.full and self.names.setdefault(name, k) != k:
-                    self.shared.setdefault(name, {self.names[name]}).add(k)
+            for name in {str(label), *str(label).split(",")}:
+                written = " ".join(name.split())
+                if written:
+                    self.exact.setdefault(written, set()).add(k)
+                    self.folded.setdefault(written.lower(), set()).add(k)
 
     def index(self, token: Any) -> int:
-        """The class ``token`` names: an index as written, or a label; InputError if neither."""
+        """The class ``token`` names: an index as written, a label, or a WordNet ID; InputError if none."""
         if isinstance(token, bool) or not isinstance(token, (int, float, str)):
             raise InputError(f"class {json.dumps(token)} is neither an index nor a label")
         if isinstance(token, (int, float)):
-            if float(token) != int(token):
+            if not math.isfinite(token) or float(token) != int(token):
                 raise InputError(f"class {token} is not a whole number")
             return int(token)
         text = token.strip()
@@ -85,20 +77,20 @@ class LabelIndex:
             return int(float(text)) if "." in text else int(text)
         if _DECIMAL.fullmatch(text):
             raise InputError(f"class {text} is not a whole number")
-        key = _norm(text)
+        written = " ".join(text.split())
+        found = self.exact.get(written) or self.folded.get(written.lower())
         wnid = synset_token(text)
-        if wnid is not None and not (key in self.full or key in self.names or key in self.shared):
+        if wnid is not None and not found:
             self.wordnet = self.wordnet or (self.labels is None and self.classes is None)
             return synset_index(wnid, self.labels, self.classes)
         if not self.known:
             raise InputError(f"class {text!r} is a name, and the model carries no labels: give a class index")
-        if key in self.shared:
-            raise InputError(f"class {text!r} names more than one of the model's labels "
-                             f"({', '.join(map(str, sorted(self.shared[key])))}): give its index")
-        k = self.full.get(key, self.names.get(key))
-        if k is None:
+        if not found:
             raise InputError(f"class {text!r} is neither an index nor one of the model's labels")
-        return k
+        if len(found) > 1:
+            raise InputError(f"class {text!r} names more than one of the model's labels "
+                             f"({', '.join(map(str, sorted(found)))}): give its index")
+        return next(iter(found))
 
 
 def identity(targets: "Targets | str | os.PathLike") -> str:
@@ -111,6 +103,15 @@ def identity(targets: "Targets | str | os.PathLike") -> str:
     from .journal import file_digest
 
     return f"file sha256 {file_digest(targets)}"
+
+
+def record_identity(targets: "Targets | str | os.PathLike") -> str:
+    """What stands for ``targets`` in a folder run's record (journal.py): class folders by their root, a label
+    file by its kind only. Its contents may change between runs: the writer checks each resumed image's
+    recorded class against the file as it is now, so a fixed or added line redoes or adds just those images."""
+    if isinstance(targets, TargetTable) or (not isinstance(targets, Targets) and not os.path.isdir(targets)):
+        return "a label file"
+    return identity(targets)
 
 
 def class_index(target: int | str, labels: Optional[Sequence[str]], classes: Optional[int] = None) -> int:
@@ -180,23 +181,35 @@ class Targets:
                              f"{os.path.basename(os.fspath(files[0]))}); {self._names()}")
 
 
+def _parts(name: str) -> tuple[str, ...]:
+    """A path as written in a label file, as its components below any '..' ('a/x.png' -> ('a', 'x.png'))."""
+    parts = [x for x in name.replace("\\", "/").split("/") if x not in ("", ".")]
+    while ".." in parts:
+        parts = parts[parts.index("..") + 1:]
+    return tuple(parts)
+
+
 class TargetTable(Targets):
-    """Which class to explain for each image, read from a label file by ``read_targets``."""
+    """Which class to explain for each image, read from a label file by ``read_targets``.
+
+    An image is found by its path (an entry's path taken from the file's folder), else by its file name, else
+    by its stem, among the entries whose folders end the image's path: ``a/x.png`` finds ``ds/a/x.png``
+    (written relative to another folder) but never ``ds/b/x.png``; a bare ``x.png`` finds any.
+    """
 
     def __init__(self, source: str, digest: str, entries: Iterable[tuple[str, int, str]], folder: Path) -> None:
         self.source, self.digest = source, digest
-        self.by_path: dict[str, int] = {}
-        self.by_name: dict[str, int] = {}
-        self.by_stem: dict[str, int] = {}
-        self.ambiguous: set[str] = set()  # keys given different classes (by path, name or stem)
+        self.by_path: dict[str, set[int]] = {}
+        self.by_name: dict[str, list[tuple[tuple[str, ...], int]]] = {}  # file name -> (its folders, class)
+        self.by_stem: dict[str, list[tuple[tuple[str, ...], int]]] = {}
         self.where = {}
         for name, cls, where in entries:
             self.where.setdefault(cls, where)
-            norm = name.replace("\\", "/")
-            base = norm.rsplit("/", 1)[-1]
-            for table, key in ((self.by_path, _key(folder / norm)), (self.by_name, base), (self.by_stem, _stem(base))):
-                if table.setdefault(key, cls) != cls:
-                    self.ambiguous.add(key)
+            parts = _parts(name)
+            self.by_path.setdefault(_key(folder / name.replace("\\", "/")), set()).add(cls)
+            if parts:
+                self.by_name.setdefault(parts[-1], []).append((parts[:-1], cls))
+                self.by_stem.setdefault(_stem(parts[-1]), []).append((parts[:-1], cls))
         if not self.where:
             raise InputError(f"--targets {source}: no image and class pairs in it")
 
@@ -211,14 +224,20 @@ class TargetTable(Targets):
 
     def lookup(self, path: str | os.PathLike) -> int:
         """The class for the image at ``path``: by path, else file name, else stem; InputError if none or ambiguous."""
-        name = os.path.basename(os.fspath(path))
-        for table, key in ((self.by_path, _key(path)), (self.by_name, name), (self.by_stem, _stem(name))):
-            if key in table:
-                if key in self.ambiguous:
-                    hint = "" if table is self.by_path else "; name the image by its path there"
-                    raise InputError(f"{self.source} gives '{key}' more than one class{hint}")
-                return table[key]
-        raise InputError(f"no class for it in {self.source} (looked up by path, file name and stem)")
+        p = os.fspath(path)
+        name = os.path.basename(p)
+        found = self.by_path.get(_key(p), set())
+        folders = _parts(os.path.dirname(os.path.abspath(p)))
+        for table, key in ((self.by_name, name), (self.by_stem, _stem(name))):
+            if found:
+                break
+            found = {cls for where, cls in table.get(key, ()) if not where or folders[-len(where):] == where}
+        if len(found) > 1:
+            raise InputError(f"{self.source} gives '{name}' more than one class ({', '.join(map(str, sorted(found)))}); "
+                             "name the image by its path there, relative to that file's folder")
+        if not found:
+            raise InputError(f"no class for it in {self.source} (looked up by path, file name and stem)")
+        return next(iter(found))
 
 
 class ClassFolders(Targets):
@@ -298,96 +317,6 @@ class ClassFolders(Targets):
         return self.classes[first[0]]
 
 
-Row = tuple[list[Any], str]  # a row's fields and where it is ("line 3", "entry 3")
-
-
-def _json_rows(text: str) -> list[Row]:
-    """JSON's pairs: an object {image: class}, a list of [image, class], or records {image: .., label: ..}."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    if isinstance(data, dict):
-        return [([k, v], f"entry {n + 1}") for n, (k, v) in enumerate(data.items())]
-    form = ("JSON targets are an object {image: class}, a list of [image, class] pairs, or a list of records "
-            f"with an image field ({', '.join(IMAGE_COLUMNS[:3])}, ...) and a class field "
-            f"({', '.join(CLASS_COLUMNS[:3])}, ...)")
-    rows = []
-    for n, item in enumerate(data if isinstance(data, list) else [None]):
-        if isinstance(item, dict):
-            low = {str(k).lower(): v for k, v in item.items()}
-            img = next((c for c in IMAGE_COLUMNS if c in low), None)
-            cls = next((c for c in CLASS_COLUMNS if c in low), None)
-            if img is None or cls is None:
-                raise InputError(f"entry {n + 1}: {form}")
-            rows.append(([str(low[img]), low[cls]], f"entry {n + 1}"))
-        elif isinstance(item, list) and len(item) == 2:
-            rows.append(([str(item[0]), item[1]], f"entry {n + 1}"))
-        else:
-            raise InputError(form)
-    return rows
-
-
-def _text_rows(text: str, suffix: str) -> tuple[list[Row], bool]:
-    """CSV/TSV/whitespace rows, and whether whitespace-separated. The form: by the suffix (.csv, .tsv), else a
-    tab or comma on every line (the first field without spaces, for commas), else ``name class`` lines."""
-    lines = [(n + 1, s) for n, s in enumerate(text.splitlines()) if s.strip()]
-    tab = suffix in (".tsv", ".tab") or (suffix != ".csv" and lines and all("\t" in s for _, s in lines))
-    comma = suffix == ".csv" or (not tab and lines and all("," in s for _, s in lines)
-                                 and not any(c.isspace() for c in lines[0][1].split(",", 1)[0].strip()))
-    if tab or comma:
-        reader = csv.reader(io.StringIO("\n".join(s for _, s in lines)), delimiter="\t" if tab else ",")
-        return [([c.strip() for c in row], f"line {n}") for row, (n, _) in zip(reader, lines)], False
-    # '#' starts a comment here; the class may hold spaces ("tiger cat") or the image may ("my photo.png 281"):
-    # the first field and the rest here, the other split tried by _entries
-    return [(s.split(None, 1) if len(s.split()) > 1 else [s.strip()], f"line {n}")
-            for n, s in lines if not s.lstrip().startswith("#")], True
-
-
-def _columns(rows: list[Row], text_form: bool) -> tuple[int, int, list[Row], Optional[str]]:
-    """(image column, class column, the data rows, where a possible header of other names is).
-
-    A header naming known columns (IMAGE_COLUMNS, CLASS_COLUMNS) picks them and is dropped. In text, a first
-    row of other names (no dot or slash in its image field, so not a file) is a header if its class field
-    turns out to be no class (``_entries`` skips it then); anything else that is no class is refused.
-    """
-    if not rows or not text_form:
-        return 0, 1, rows, None
-    header = [str(c).strip().lower() for c in rows[0][0]]
-    img = next((header.index(c) for c in IMAGE_COLUMNS if c in header), None)
-    cls = next((header.index(c) for c in CLASS_COLUMNS if c in header), None)
-    if img is not None and cls is not None and img != cls:
-        return img, cls, rows[1:], None
-    first = str(rows[0][0][0])
-    named = len(rows) > 1 and len(rows[0][0]) > 1 and not any(c in first for c in "./\\")
-    return 0, 1, rows, (rows[0][1] if named else None)
-
-
-def _entries(rows: list[Row], spaced: bool, text_form: bool, names: LabelIndex, where: str
-             ) -> list[tuple[str, int, str]]:
-    """(image, class, where) for every row; a row that is neither is one InputError naming its line."""
-    image_col, class_col, rows, header = _columns(rows, text_form)
-    out = []
-    for fields, at in rows:
-        if len(fields) <= max(image_col, class_col) or not str(fields[image_col]).strip():
-            raise InputError(f"{where}, {at}: expected an image and a class, got {' '.join(map(str, fields))!r}")
-        splits = [(str(fields[image_col]).strip(), fields[class_col])]
-        other = " ".join(fields).rsplit(None, 1) if spaced else []
-        if len(other) == 2:
-            splits.append((other[0], other[1]))
-        problem = None
-        for image, token in splits:
-            try:
-                out.append((image, names.index(token), at))
-                break
-            except InputError as exc:
-                problem = problem or exc
-        else:
-            if at != header:
-                raise InputError(f"{where}, {at}: {problem}")
-    return out
-
-
 def read_targets(path: str | os.PathLike, labels: Optional[Sequence[str]] = None) -> Targets:
     """Read a targets file (see the module's docstring), or a dataset folder whose subfolders are the classes
     (ClassFolders); ``labels`` (the model's: ``GigModel(...).labels``) resolve class names. Relative image
@@ -403,15 +332,10 @@ def read_targets(path: str | os.PathLike, labels: Optional[Sequence[str]] = None
         raise InputError(f"--targets {p}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise InputError(f"--targets {p}: not a text file (UTF-8 expected)") from None
-    suffix = p.suffix.lower()
-    try:
-        rows, spaced = (_json_rows(text), False) if suffix == ".json" else _text_rows(text, suffix)
-    except InputError as exc:
-        raise InputError(f"--targets {p}: {exc}") from None
     names = LabelIndex(labels)
-    entries = _entries(rows, spaced, suffix != ".json", names, f"--targets {p}")
+    pairs = entries(text, p.suffix.lower(), names, f"--targets {p}")
     # the folder as named (not the link's target): a label file linked into a dataset reads its paths there
-    table = TargetTable(str(p), file_digest(p), entries, Path(os.path.abspath(p)).parent)
+    table = TargetTable(str(p), file_digest(p), pairs, Path(os.path.abspath(p)).parent)
     table.wordnet = names.wordnet
     return table
 

@@ -23,7 +23,7 @@ from .fileio import atomic_path, check_output, uninterrupted
 from .gallery import PAGE, render_page
 from .heatmap import render_figure, save_png, saliency_map
 from .journal import RECORD, RunRecord, fingerprint, input_key, is_done
-from .targets import Targets
+from .targets import ClassFolders, Targets
 
 TABLES = ("results.csv", "results.jsonl")
 OUTPUTS = TABLES + (PAGE,)  # what close writes: the tables and the page that shows them (gallery.py)
@@ -80,6 +80,7 @@ class ResultWriter:
                                                                                  npy=npy))
         self._appending = bool(resume and self.record is not None and self.record.exists())
         earlier = self._earlier_run(resume)
+        classes = self._classes(model) if earlier else None
         # a resumed run may replace files the record does not vouch for (an image cut off mid-write)
         self._replace = overwrite or self._appending
         for name in OUTPUTS:
@@ -88,7 +89,7 @@ class ResultWriter:
             entry = earlier.get(input_key(p))
             if entry is not None:  # an input the record names keeps its name, done or to be redone
                 self._names[i] = entry["stem"]
-                if is_done(entry, self.dir):
+                if is_done(entry, self.dir) and self._same_class(classes, entry, p):
                     self._rows[i] = {**entry["row"], "image": str(p)}
                     self._done.add(i)
         for i, p in enumerate(inputs or ()):
@@ -113,6 +114,28 @@ class ResultWriter:
         for entry in entries.values():  # every recorded name is its input's: no other input takes it
             self._used.add(entry["stem"].casefold())
         return entries
+
+    def _classes(self, model) -> Optional[Targets]:
+        """The run's label table, read if given by path (None without one, or with class folders: a folder's
+        class is its path's, and a path changed is a new input)."""
+        t = self.options.targets
+        if t is None or model is None:
+            return None
+        if not isinstance(t, Targets):
+            from .batch import with_classes
+
+            t = with_classes(self.options, model).targets
+        return None if isinstance(t, ClassFolders) else t
+
+    @staticmethod
+    def _same_class(classes: Optional[Targets], entry: dict, path) -> bool:
+        """Whether the label file still gives a recorded image the class it was explained for."""
+        if classes is None:
+            return True
+        try:
+            return classes.lookup(path) == entry["row"].get("target")
+        except InputError:
+            return False
 
     @property
     def resumed(self) -> int:

@@ -67,10 +67,15 @@ def test_images_are_found_by_path_then_file_name_then_stem(tmp_path):
     table = read_targets(write(tmp_path / "t.txt", "a/x.png 1\nb/x.png 2\nILSVRC2012_val_00000001 65\n"), LABELS)
     assert table.lookup(tmp_path / "a" / "x.png") == 1 and table.lookup(tmp_path / "b" / "x.png") == 2
     assert table.lookup("/anywhere/ILSVRC2012_val_00000001.JPEG") == 65  # by stem
-    with pytest.raises(InputError, match="more than one class"):
-        table.lookup("/elsewhere/x.png")  # two classes for one file name: only its path decides
+    assert table.lookup("/data/a/x.png") == 1  # a/x.png written relative to another folder: its folders end it
+    with pytest.raises(InputError, match="no class for it in"):
+        table.lookup("/data/c/x.png")  # the file names a/x.png and b/x.png, never this one
     with pytest.raises(InputError, match="no class for it in"):
         table.lookup(tmp_path / "y.png")
+    both = read_targets(write(tmp_path / "u.txt", "x.png 1\nsub/x.png 2\n"), LABELS)
+    with pytest.raises(InputError, match=r"gives 'x.png' more than one class \(1, 2\); name the image by its path"):
+        both.lookup("/elsewhere/sub/x.png")  # a bare name and a path both find it
+    assert both.lookup("/elsewhere/x.png") == 1
 
 
 @pytest.mark.parametrize("text, match", [
@@ -132,18 +137,27 @@ def test_a_file_that_names_none_of_the_images_or_with_target_is_refused(demo_gig
         assert not (tmp_path / "out").exists()
 
 
-def test_resume_keeps_the_file_and_refuses_another(demo_gig, tmp_path):
+def test_resume_after_the_label_file_is_fixed_redoes_only_what_changed(demo_gig, tmp_path):
+    """A file that missed an image or gave a wrong class is fixed and the run resumed: the images whose class
+    changed or that now have one run; the others' figures are kept as they were (same inode and time)."""
     folder = photos(tmp_path / "in")
-    labels = write(tmp_path / "val.txt", "cat.png 285\ncup.png 967\ncamera.png 759\n")
+    labels = write(tmp_path / "val.txt", "cat.png 285\ncup.png 967\n")  # camera.png missing
     out = tmp_path / "out"
-    first = run_cli("explain", demo_gig, folder / "cat.png", "--targets", labels, "--out-dir", out, "--steps", STEPS)
-    assert first.returncode == 0, first.stderr
+    first = run_cli("explain", demo_gig, folder, "--targets", labels, "--out-dir", out, "--steps", STEPS)
+    assert first.returncode == 3 and "camera.png: no class for it" in first.stderr, first.stderr
+    kept = (out / "cup_gig.png").stat()
+    write(labels, "cat.png 281\ncup.png 967\ncamera.png 759\n")  # cat's class fixed, camera's added
     again = run_cli("explain", demo_gig, folder, "--targets", labels, "--out-dir", out, "--steps", STEPS, "--resume")
-    assert again.returncode == 0 and "1 of them by the earlier run" in again.stdout, again.stderr
-    assert {k: r["target"] for k, r in rows(out).items()} == {"cat.png": "285", "cup.png": "967", "camera.png": "759"}
-    write(labels, "cat.png 1\ncup.png 967\ncamera.png 759\n")
-    changed = run_cli("explain", demo_gig, folder, "--targets", labels, "--out-dir", out, "--steps", STEPS, "--resume")
-    assert changed.returncode == 2 and "targets" in changed.stderr, changed.stderr
+    assert again.returncode == 0 and "3 explained (1 of them by the earlier run)" in again.stdout, again.stderr
+    assert {k: r["target"] for k, r in rows(out).items()} == {"cat.png": "281", "cup.png": "967", "camera.png": "759"}
+    now = (out / "cup_gig.png").stat()
+    assert (now.st_ino, now.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
+    (tmp_path / "cf" / "281").mkdir(parents=True)
+    shutil.copy(folder / "cat.png", tmp_path / "cf" / "281" / "cat.png")
+    folders = run_cli("explain", demo_gig, tmp_path / "cf", "--targets", tmp_path / "cf", "--out-dir", out, "--steps",
+                      STEPS, "--resume")  # class folders instead of a label file: another run
+    assert folders.returncode == 2 and "other settings (targets: 'a label file' then, 'class folders of" in \
+        folders.stderr, folders.stderr
 
 
 def test_the_api_takes_the_file_or_a_table(demo_gig, tmp_path):
@@ -197,11 +211,16 @@ def test_the_form_does_not_hang_on_the_first_line(tmp_path):
         assert [table.lookup(n) for n in ("chelsea.png", "camera.png", "coffee.png")] == [281, 759, 967]
 
 
-def test_exact_labels_win_and_numbers_as_floats_write_them(tmp_path):
-    """'missile' is class 657's full label and a name within 744's ('projectile, missile'): the full label wins.
-    281.0 is how a float column writes 281; digits of other scripts are not indices."""
-    table = read_targets(write(tmp_path / "t.csv", "image,label\na.png,missile\nb.png,281.0\nc.png,cardigan\n"), LABELS)
-    assert [table.lookup(n) for n in ("a.png", "b.png", "c.png")] == [657, 281, 474]
+def test_a_name_two_classes_give_is_refused_and_numbers_as_floats_write_them(tmp_path):
+    """'missile' is class 657's full label and a name within 744's ('projectile, missile'): refused, never guessed.
+    'Cardigan' as written is the dog (264, 'Cardigan, Cardigan Welsh corgi'), 'cardigan' the sweater (474), in
+    any other case both. 281.0 is how a float column writes 281; digits of other scripts are not indices."""
+    table = read_targets(write(tmp_path / "t.csv", "image,label\na.png,Cardigan\nb.png,281.0\nc.png,cardigan\n"), LABELS)
+    assert [table.lookup(n) for n in ("a.png", "b.png", "c.png")] == [264, 281, 474]
+    for name, classes in (("missile", "657, 744"), ("CARDIGAN", "264, 474"), ("partridge", "82, 86"), ("maillot", "638, 639")):
+        with pytest.raises(InputError, match=f"line 2: class '{name}' names more than one of the model's labels "
+                                             f"\\({classes}\\): give its index"):
+            read_targets(write(tmp_path / "m.csv", f"image,label\na.png,{name}\n"), LABELS)
     with pytest.raises(InputError, match="is neither an index"):
         read_targets(write(tmp_path / "u.txt", "a.png \u0662\u0668\u0661\n"), LABELS)
 
@@ -305,3 +324,49 @@ def test_a_result_writer_takes_a_class_folder_by_path(demo_gig, tmp_path):
     (tmp_path / "val" / "tabby").mkdir(parents=True)
     with ResultWriter(tmp_path / "out", options=ExplainOptions(targets=str(tmp_path / "val")), model=demo_gig) as w:
         assert w.record.header["targets"] == f"class folders of {(tmp_path / 'val').resolve()}"
+
+
+@pytest.mark.parametrize("name, text", [
+    ("isic.csv", "image_name,patient_id,target\ncat,IP_1,281\ncup,IP_2,968\n"),  # only the class column is known
+    ("flip.csv", "label,fname\n281,cat.png\n968,cup.png\n"),                     # the class first, the image unnamed
+    ("img.csv", "file_name,what\ncat.png,281\ncup.png,968\n"),                   # only the image column, of two
+    ("dtab.txt", "cat.png\t\t281\ncup.png\t\t968\n"),                            # two tabs between the fields
+    ("metadata.jsonl", '{"file_name": "cat.png", "label": 281}\n{"file_name": "cup.png", "label": "cup"}\n'),
+    ("meta.txt", '{"file_name": "cat.png", "label": 281}\n{"file_name": "cup.png", "label": 968}\n'),
+    ("brackets.txt", "[a].png 3\ncat.png 281\ncup.png 968\n"),                   # text that starts like JSON
+])
+def test_more_forms_datasets_ship(tmp_path, name, text):
+    table = read_targets(write(tmp_path / name, text), LABELS)
+    assert table.lookup(tmp_path / "cat.png") == 281 and table.lookup(tmp_path / "cup.png") == 968
+
+
+@pytest.mark.parametrize("name, text, match", [
+    ("typo1.txt", "camera tabbby\nchelsea 282\n", r"line 1: class 'tabbby' is neither"),  # no header in name-class lines
+    ("nan.json", '{"cat.png": NaN}', r"entry 1: class nan is not a whole number"),
+    ("inf.json", '{"cat.png": Infinity}', r"entry 1: class inf is not a whole number"),
+    ("nul.txt", "cat\0.png 281\n", r"line 1: the image name holds a NUL byte"),
+    ("three.csv", "file_name,a,b\ncat.png,1,2\n", r"line 1: the header names the image column \('file_name'\) but no "
+                                                  r"class column of 3; name it one of target, label"),
+    ("bad.jsonl", '{"file_name": "cat.png", "label": 281}\n{"file_name": \n', r"line 2: not valid JSON"),
+])
+def test_more_bad_files_are_one_line_naming_where(tmp_path, name, text, match):
+    with pytest.raises(InputError, match=match):
+        read_targets(write(tmp_path / name, text), LABELS)
+
+
+def test_the_label_file_is_never_an_output_and_options_are_never_abbreviated(demo_gig, tmp_path):
+    labels = write(tmp_path / "val.txt", "chelsea.png 281\n")
+    before = labels.read_bytes()
+    for flag in ("--out", "--save-npy"):
+        p = run_cli("explain", demo_gig, PHOTOS / "chelsea.png", "--targets", labels, flag, labels, "--force",
+                    "--steps", STEPS)
+        assert p.returncode == 2 and "refusing to overwrite the input file" in p.stderr, p.stderr
+    (tmp_path / "ev").mkdir()
+    results = write(tmp_path / "ev" / "results.csv", "image,label\nchelsea.png,281\n")  # kept beside the results
+    kept = results.read_bytes()
+    e = run_cli("eval", MODELS / "mobilenet_v2.onnx", PHOTOS / "chelsea.png", "--methods", "random", "--targets",
+                results, "--out-dir", tmp_path / "ev")
+    assert e.returncode == 2 and "refusing to overwrite the input file" in e.stderr and "note:" not in e.stderr, e.stderr
+    assert labels.read_bytes() == before and results.read_bytes() == kept
+    a = run_cli("eval", MODELS / "mobilenet_v2.onnx", PHOTOS / "chelsea.png", "--target", "281")  # not --targets
+    assert a.returncode == 2 and "unrecognized arguments: --target 281" in a.stderr, a.stderr
