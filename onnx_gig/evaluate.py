@@ -25,7 +25,7 @@ from .methods import METHODS, converted, graphs_needed, parse_methods, saliency_
 from .plots import Series, hstack, line_chart
 from .quadrature import DEFAULT_RULE, DEFAULT_STEPS
 from .runtime import GigModel, parse_memory
-from .targets import Targets, read_targets
+from .targets import TargetTable, Targets, read_targets
 
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -339,7 +339,9 @@ def evaluate(model: str | os.PathLike, images: Iterable[str | os.PathLike], meth
     head = read_onnx(src, load_external_data=False)
     if any(p.key == "onnx_gig.method" for p in head.metadata_props):
         raise ModelError(f"{src} is already a converted model; pass the original classifier")
-    keep = [src] + ([Path(targets)] if isinstance(targets, (str, os.PathLike)) and Path(targets).is_file() else [])
+    label_file = targets.source if isinstance(targets, TargetTable) else targets
+    keep = [src] + ([Path(label_file)] if isinstance(label_file, (str, os.PathLike)) and Path(label_file).is_file()
+                    else [])
     if out_dir is not None:  # a label file kept beside the results is never one of them (nor the model)
         from .fileio import check_output
 

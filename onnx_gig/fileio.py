@@ -90,18 +90,29 @@ def atomic_path(path: str | os.PathLike, protect: Iterable[str | os.PathLike | N
 @contextlib.contextmanager
 def uninterrupted() -> Iterator[None]:
     """Hold Ctrl-C until the block ends, then deliver it: writes that must land together (an image's files and
-    its line in the run record) are never split by it. Outside the main thread, where no signal arrives, a no-op."""
+    its line in the run record) are never split by it. A second Ctrl-C (a write stalled on a full or remote
+    disk) is not held. Outside the main thread, where no signal arrives, a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+
+    def hold(signum, frame) -> None:
+        if held:  # pressed again: the user means it now
+            raise KeyboardInterrupt
+        held.append(frame)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    if previous is None:  # a handler not set from Python: Python's own is the nearest to restore
+        previous = signal.default_int_handler
     try:
         yield
-    finally:
+    except BaseException:  # the block failed, or the second Ctrl-C: that goes on as it is
         signal.signal(signal.SIGINT, previous)
-        if held:
-            if callable(previous):
-                previous(signal.SIGINT, held[0])  # Python's own handler: KeyboardInterrupt, raised here
-            else:
-                signal.raise_signal(signal.SIGINT)  # SIG_DFL or SIG_IGN: what the signal would have done
+        raise
+    signal.signal(signal.SIGINT, previous)
+    if held:
+        if callable(previous):
+            previous(signal.SIGINT, held[0])  # Python's own handler: KeyboardInterrupt, raised here
+        else:
+            signal.raise_signal(signal.SIGINT)  # SIG_DFL or SIG_IGN: what the signal would have done

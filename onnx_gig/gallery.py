@@ -2,11 +2,11 @@
 
 A run over hundreds of photos is read by looking, not by reading results.csv. The page shows each figure with
 its class, probability and top-5, and each failure with its reason; it filters (by path below the folder the
-images share, or class) and
-sorts (input order, probability either way, class) in the page, and shows 60 at a time (first, previous,
-a page number, next, last), so a validation set's page stays quick. It is one static file beside the figures, which it links by name, so the folder can be
-moved, zipped or served as it is. The rows are embedded as JSON and drawn with ``textContent``: nothing is
-fetched from anywhere, and no label or file name is ever read as markup.
+images share, or class) and sorts (input order, probability either way, class) in the page, and shows 60 at
+a time (first, previous, a page number, next, last), so a validation set's page stays quick. It is one static
+file beside the figures, which it links by name, so the folder can be moved, zipped or served as it is. The
+rows are embedded as JSON and drawn with ``textContent``: nothing is fetched from anywhere, and no label or
+file name is ever read as markup; the page's script runs by its hash, so no other script could.
 """
 from __future__ import annotations
 
@@ -188,15 +188,15 @@ def _page_rows(rows: Sequence[dict]) -> list[dict]:
 
 
 def _common_folder(rows: Sequence[dict]) -> str:
-    """The folder every row's image is in, with its trailing separator ('' if none or one image)."""
+    """The folder every row's image is in, with its trailing separator ('' if none)."""
     paths = [str(r.get("image") or "") for r in rows]
-    if len(paths) < 2:
+    if not paths:
         return ""
     try:
         common = os.path.commonpath([os.path.dirname(p) for p in paths])
     except ValueError:  # absolute and relative paths mixed, or other drives
         return ""
-    return common + os.sep if common else ""
+    return common if not common or common.endswith(os.sep) else common + os.sep
 
 
 def render_page(rows: Sequence[dict], title: str, subtitle: str = "", per_page: int = PER_PAGE) -> str:

@@ -27,19 +27,29 @@ IMAGE_COLUMNS = ("image", "path", "file", "filename", "file_name", "image_path",
 CLASS_COLUMNS = ("target", "label", "class", "class_index", "class_id", "class_name", "label_id", "label_name",
                  "category", "category_id", "y",
                  "predictionstring")  # ImageNet's LOC_val_solution.csv: 'n01751748 151 111 262 307 ...'
-JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 Row = tuple[list[Any], str]  # a row's fields and where it is ("line 3", "entry 3")
 Entry = tuple[str, int, str]  # image as written, class, where
 
 
-def _record(item: dict, at: str, form: str) -> Row:
+def _image(value: Any, at: str) -> str:
+    """An image field as text: a name or a numeric ID; null, true or a list is no image."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InputError(f"{at}: the image is {json.dumps(value)}, not a file name")
+    return str(value)
+
+
+def _fields(item: dict) -> tuple[Optional[str], Optional[str], dict]:
     low = {str(k).lower(): v for k, v in item.items()}
-    img = next((c for c in IMAGE_COLUMNS if c in low), None)
-    cls = next((c for c in CLASS_COLUMNS if c in low), None)
+    return (next((c for c in IMAGE_COLUMNS if c in low), None), next((c for c in CLASS_COLUMNS if c in low), None),
+            low)
+
+
+def _record(item: dict, at: str, form: str) -> Row:
+    img, cls, low = _fields(item)
     if img is None or cls is None:
         raise InputError(f"{at}: {form}")
-    return [str(low[img]), low[cls]], at
+    return [_image(low[img], at), low[cls]], at
 
 
 _FORM = ("JSON targets are an object {image: class}, a list of [image, class] pairs, or records (a list, or one "
@@ -57,13 +67,16 @@ def _json_rows(text: str) -> list[Row]:
             return _json_lines(lines)
         raise InputError(f"not valid JSON ({exc.msg}, line {exc.lineno})") from None
     if isinstance(data, dict):
+        img, cls, _ = _fields(data)
+        if img is not None and cls is not None:  # one record, not {image: class}
+            return [_record(data, "entry 1", _FORM)]
         return [([k, v], f"entry {n + 1}") for n, (k, v) in enumerate(data.items())]
     rows = []
     for n, item in enumerate(data if isinstance(data, list) else [None]):
         if isinstance(item, dict):
             rows.append(_record(item, f"entry {n + 1}", _FORM))
         elif isinstance(item, list) and len(item) == 2:
-            rows.append(([str(item[0]), item[1]], f"entry {n + 1}"))
+            rows.append(([_image(item[0], f"entry {n + 1}"), item[1]], f"entry {n + 1}"))
         else:
             raise InputError(_FORM)
     return rows
@@ -118,8 +131,8 @@ def _columns(rows: list[Row], spaced: bool, where: str) -> tuple[int, int, list[
         return img, cls, rows[1:], None
     if cls is not None and img is None and len(header) > 1:
         return (0 if cls else 1), cls, rows[1:], None
-    if img is not None and cls is None and len(header) == 2:
-        return img, 1 - img, rows[1:], None
+    if img is not None and cls is None and len(header) == 2 and not spaced:
+        return img, 1 - img, rows, rows[0][1]  # a header if its class field is no class ('file,281' is data)
     if img is not None and cls is None and not spaced:
         raise InputError(f"{where}, {rows[0][1]}: the header names the image column ({header[img]!r}) but no class "
                          f"column of {len(header)}; name it one of {', '.join(CLASS_COLUMNS[:6])}, ...")
@@ -130,13 +143,17 @@ def _columns(rows: list[Row], spaced: bool, where: str) -> tuple[int, int, list[
 
 def _rows(text: str, suffix: str) -> tuple[list[Row], bool, bool]:
     """The rows, whether whitespace-separated, whether JSON: by the suffix, else JSON if it parses as JSON."""
-    if suffix in JSON_SUFFIXES:
+    if suffix in (".jsonl", ".ndjson"):
+        return _json_lines([(n + 1, s) for n, s in enumerate(text.splitlines()) if s.strip()]), False, True
+    if suffix == ".json":
         return _json_rows(text), False, True
     if suffix not in (".csv", ".tsv", ".tab") and text.lstrip()[:1] in ("{", "["):
         try:  # JSON under another suffix (metadata.jsonl saved as .txt)
             return _json_rows(text), False, True
         except InputError:
-            pass  # text that starts with a bracket
+            head = text.lstrip()
+            if head[1:].lstrip()[:1] in ('"', "{", "[", "}", "]"):  # meant as JSON ('[a].png 3' is not)
+                raise
     rows, spaced = _text_rows(text, suffix)
     return rows, spaced, False
 

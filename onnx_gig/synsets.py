@@ -63,12 +63,14 @@ def synset_token(text: str) -> Optional[str]:
     return None
 
 
-def synset_index(wnid: str, labels: Optional[Sequence[str]], classes: Optional[int] = None) -> int:
-    """The class index of ImageNet-1k's synset ``wnid`` for a model with these ``labels`` (or ``classes``)."""
+def synset_index(wnid: str, labels: Optional[Sequence[str]], classes: Optional[int] = None,
+                 imagenet: Optional[bool] = None) -> int:
+    """The class index of ImageNet-1k's synset ``wnid`` for a model with these ``labels`` (or ``classes``);
+    ``imagenet``: ``imagenet_labels(labels)`` if the caller knows it already (a label file asks once per row)."""
     k = _positions().get(wnid)
     if k is None:
         raise InputError(f"class {wnid!r} is a WordNet ID that is not one of ImageNet-1k's {CLASSES} classes")
-    if labels is not None and not imagenet_labels(labels):
+    if labels is not None and not (imagenet if imagenet is not None else imagenet_labels(labels)):
         raise InputError(f"class {wnid!r} is an ImageNet-1k WordNet ID, and the model's {len(labels)} labels are "
                          "not ImageNet-1k's: give its index or label")
     if labels is None and classes is not None and classes != CLASSES:

@@ -13,8 +13,8 @@ is the name of the folder it is in, directly below that one (``ClassFolders``).
 
 The file's forms are read by labelfile.py. ``TargetTable.lookup`` finds an image by its path (relative paths
 in the file are taken from the folder the file was named in), else by its file name, else by its stem, among
-entries whose folders end its path, so the file need not spell paths the way the command line does. A name
-given two classes finds nothing: it is ambiguous.
+entries whose folders agree with its own, so the file need not spell paths the way the command line does.
+An image two entries give different classes is refused, naming both.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Any, Iterable, Optional, Sequence
 from .errors import InputError
 from .imageio import IMAGE_SUFFIXES
 from .labelfile import entries
-from .synsets import CLASSES, synset_index, synset_token
+from .synsets import CLASSES, imagenet_labels, synset_index, synset_token
 
 _INDEX = re.compile(r"[+-]?[0-9]+(?:\.0*)?")  # 281, and 281.0 as a float column writes it (ASCII digits only)
 _DECIMAL = re.compile(r"[+-]?[0-9]*\.[0-9]+")
@@ -55,6 +55,7 @@ class LabelIndex:
         self.known = labels is not None
         self.labels, self.classes = labels, classes
         self.wordnet = False  # a WordNet ID was read with neither labels nor a class count to confirm it by
+        self._imagenet: Optional[bool] = None  # whether the labels are ImageNet-1k's: asked once, not per row
         self.exact: dict[str, set[int]] = {}   # a label or one of its names, as written
         self.folded: dict[str, set[int]] = {}  # the same, lowercased
         for k, label in enumerate(labels or ()):
@@ -81,8 +82,12 @@ class LabelIndex:
         found = self.exact.get(written) or self.folded.get(written.lower())
         wnid = synset_token(text)
         if wnid is not None and not found:
+            found = self.exact.get(wnid)  # a model labelled by synsets in its own order: 'n01443537 1 2 3 4'
+        if wnid is not None and not found:
             self.wordnet = self.wordnet or (self.labels is None and self.classes is None)
-            return synset_index(wnid, self.labels, self.classes)
+            if self.labels is not None and self._imagenet is None:
+                self._imagenet = imagenet_labels(self.labels)
+            return synset_index(wnid, self.labels, self.classes, self._imagenet)
         if not self.known:
             raise InputError(f"class {text!r} is a name, and the model carries no labels: give a class index")
         if not found:
@@ -118,10 +123,15 @@ def class_index(target: int | str, labels: Optional[Sequence[str]], classes: Opt
     """``--target``'s class: an index as given (or written as digits), one of the model's labels, or an
     ImageNet-1k WordNet ID (``classes``: the model's class count, which confirms one where no labels do)."""
     if isinstance(target, str):
+        names = LabelIndex(labels, classes)
         try:
-            return LabelIndex(labels, classes).index(target)
+            k = names.index(target)
         except InputError as exc:
             raise InputError(f"--target: {exc}") from None
+        if names.wordnet:  # nothing left to confirm it by, unlike a label file's (Targets.check)
+            raise InputError(f"--target: class {target!r} is an ImageNet-1k WordNet ID, and the model says neither "
+                             "its labels nor its class count: give its index")
+        return k
     return target
 
 
@@ -189,12 +199,21 @@ def _parts(name: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
+def _shared_tail(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    """How many trailing folders ``a`` and ``b`` share."""
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
 class TargetTable(Targets):
     """Which class to explain for each image, read from a label file by ``read_targets``.
 
     An image is found by its path (an entry's path taken from the file's folder), else by its file name, else
-    by its stem, among the entries whose folders end the image's path: ``a/x.png`` finds ``ds/a/x.png``
-    (written relative to another folder) but never ``ds/b/x.png``; a bare ``x.png`` finds any.
+    by its stem, among the entries whose folder agrees with its own: ``a/x.png`` finds ``ds/a/x.png`` (written
+    from another folder, or on another machine: ``/home/alice/ds/a/x.png``, ``C:\\ds\\a\\x.png``) but never
+    ``ds/b/x.png``; a bare ``x.png`` finds any. The entry whose folders agree furthest wins.
     """
 
     def __init__(self, source: str, digest: str, entries: Iterable[tuple[str, int, str]], folder: Path) -> None:
@@ -227,11 +246,17 @@ class TargetTable(Targets):
         p = os.fspath(path)
         name = os.path.basename(p)
         found = self.by_path.get(_key(p), set())
-        folders = _parts(os.path.dirname(os.path.abspath(p)))
+        mine = {_parts(os.path.dirname(q)) for q in (os.path.abspath(p), os.path.realpath(p))}  # links as well
         for table, key in ((self.by_name, name), (self.by_stem, _stem(name))):
             if found:
                 break
-            found = {cls for where, cls in table.get(key, ()) if not where or folders[-len(where):] == where}
+            scored = []
+            for where, cls in table.get(key, ()):
+                k = max(_shared_tail(where, m) for m in mine)
+                if k or not where:  # the image's own folder agrees, or the entry names none
+                    scored.append(((k == len(where), k), cls))
+            best = max((score for score, _ in scored), default=None)
+            found = {cls for score, cls in scored if score == best}
         if len(found) > 1:
             raise InputError(f"{self.source} gives '{name}' more than one class ({', '.join(map(str, sorted(found)))}); "
                              "name the image by its path there, relative to that file's folder")

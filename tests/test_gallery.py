@@ -150,6 +150,7 @@ def test_an_empty_run_and_no_failures_say_so(tmp_path, browser):
     row = {"image": "/d/a.png", "target": 1, "label": "one", "probability": 0.5, "error": None, "figure": None}
     (tmp_path / "ok.html").write_text(render_page([row], "t"), encoding="utf-8")
     page2, errors2 = open_page(browser, tmp_path / "ok.html")
+    assert names(page2) == ["a.png"]  # one image: its name, not its whole path
     page2.check("#failed")
     assert page2.inner_text("#none") == "no image failed"
     assert errors == [] == errors2, errors + errors2

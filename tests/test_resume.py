@@ -16,6 +16,7 @@ import pytest
 from conftest import MODELS, interrupt_folder_run, photo_folder
 from onnx_gig import ExplainOptions, ResultWriter, collect_inputs, explain_many
 from onnx_gig.errors import InputError
+from onnx_gig.fileio import uninterrupted
 from onnx_gig.journal import RECORD
 
 STEPS = 4
@@ -117,6 +118,18 @@ def test_ctrl_c_while_an_image_is_written_lands_after_its_record_line(demo_gig, 
     assert len(lines) == 2 and len(figures) == 1 and [x["row"]["figure"] for x in lines if x["row"]["figure"]] == figures
     again = ResultWriter(out, options=OPTIONS, inputs=[str(f) for f in listing.files], model=demo_gig, resume=True)
     assert again.resumed == 1  # the failure is tried again; the figure is never redone
+
+
+def test_a_second_ctrl_c_is_not_held():
+    """A write stalled on a full or remote disk can still be stopped: the second Ctrl-C lands at once."""
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with uninterrupted():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append(1)  # held: the block goes on
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append(2)
+    assert reached == [1] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_resume_adds_new_images_and_redoes_what_is_gone_or_failed(demo_gig, tmp_path):

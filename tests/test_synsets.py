@@ -63,10 +63,14 @@ def test_a_synset_is_refused_where_the_model_is_not_imagenets(tmp_path):
     table.check(1000)
     with pytest.raises(InputError, match="names classes by ImageNet-1k WordNet IDs .* the model has 10 classes"):
         table.check(10)
+    with pytest.raises(InputError, match="the model says neither its labels nor its class count"):
+        class_index("n02123159", None)  # --target: nothing would confirm it later
     subset = [w for w, _ in synsets()][::5]  # a 200-class model labelled by synsets: its own labels win
     assert class_index(subset[1], subset) == 1 and class_index(subset[7], subset) == 7
     with pytest.raises(InputError, match="the model's 200 labels are not ImageNet-1k's"):
         class_index("n01443537", subset)  # ImageNet's class 1, which this model has not
+    f.write_text("ImageId,PredictionString\na,%s 1 2 3 4\n" % subset[7])  # LOC's boxes after its own synset
+    assert read_targets(f, subset).lookup("a.png") == 7
 
 
 def test_loc_val_solution_csv_as_imagenet_ships_it(demo_gig, tmp_path):

@@ -72,10 +72,13 @@ def test_images_are_found_by_path_then_file_name_then_stem(tmp_path):
         table.lookup("/data/c/x.png")  # the file names a/x.png and b/x.png, never this one
     with pytest.raises(InputError, match="no class for it in"):
         table.lookup(tmp_path / "y.png")
-    both = read_targets(write(tmp_path / "u.txt", "x.png 1\nsub/x.png 2\n"), LABELS)
-    with pytest.raises(InputError, match=r"gives 'x.png' more than one class \(1, 2\); name the image by its path"):
-        both.lookup("/elsewhere/sub/x.png")  # a bare name and a path both find it
-    assert both.lookup("/elsewhere/x.png") == 1
+    both = read_targets(write(tmp_path / "u.txt", "x.png 1\nsub/x.png 2\nq/sub/x.png 3\nother/sub/x.png 4\n"), LABELS)
+    assert both.lookup("/elsewhere/x.png") == 1  # only the bare name agrees
+    assert both.lookup("/data/q/sub/x.png") == 3  # the entry whose folders agree furthest wins
+    assert both.lookup("/elsewhere/z/sub/x.png") == 2  # sub/x.png agrees wholly, the others in part
+    two = read_targets(write(tmp_path / "v.txt", "a/sub/x.png 2\nb/sub/x.png 4\n"), LABELS)
+    with pytest.raises(InputError, match=r"gives 'x.png' more than one class \(2, 4\); name the image by its path"):
+        two.lookup("/elsewhere/z/sub/x.png")  # both agree as far: neither is chosen
 
 
 @pytest.mark.parametrize("text, match", [
@@ -367,6 +370,49 @@ def test_the_label_file_is_never_an_output_and_options_are_never_abbreviated(dem
     e = run_cli("eval", MODELS / "mobilenet_v2.onnx", PHOTOS / "chelsea.png", "--methods", "random", "--targets",
                 results, "--out-dir", tmp_path / "ev")
     assert e.returncode == 2 and "refusing to overwrite the input file" in e.stderr and "note:" not in e.stderr, e.stderr
+    from onnx_gig.evaluate import evaluate
+
+    with pytest.raises(InputError, match="refusing to overwrite the input file"):  # a table read from it, too
+        evaluate(MODELS / "mobilenet_v2.onnx", [PHOTOS / "chelsea.png"], "random", tmp_path / "ev",
+                 targets=read_targets(results, LABELS))
     assert labels.read_bytes() == before and results.read_bytes() == kept
     a = run_cli("eval", MODELS / "mobilenet_v2.onnx", PHOTOS / "chelsea.png", "--target", "281")  # not --targets
     assert a.returncode == 2 and "unrecognized arguments: --target 281" in a.stderr, a.stderr
+
+
+def test_paths_written_elsewhere_and_through_links(tmp_path):
+    """A label file written on another machine, from another folder, or for a copy under another root still
+    finds its images by their own folder; a link to a folder is read through."""
+    (tmp_path / "ds" / "a").mkdir(parents=True)
+    (tmp_path / "ds" / "a" / "x.png").write_bytes(b"")
+    (tmp_path / "lnk").symlink_to(tmp_path / "ds" / "a")
+    for text in ("/home/alice/data/a/x.png 281\n", "C:\\data\\a\\x.png 281\n", "../../elsewhere/ds/a/x.png 281\n",
+                 "val/a/x.png 281\n"):
+        table = read_targets(write(tmp_path / "lab.txt", text + "b/x.png 282\n"), LABELS)
+        assert table.lookup(tmp_path / "ds" / "a" / "x.png") == 281, text
+        assert table.lookup(tmp_path / "lnk" / "x.png") == 281, text  # its real folder is a/
+        with pytest.raises(InputError, match="no class for it"):
+            table.lookup(tmp_path / "ds" / "c" / "x.png")
+
+
+@pytest.mark.parametrize("name, text", [
+    ("one.jsonl", '{"file_name": "cat.png", "label": 281}\n'),  # one line of JSON Lines
+    ("rec.json", '{"file_name": "cat.png", "label": 281}'),      # one record, not {image: class}
+    ("h2.csv", "file,281\ncat.png,281\n"),                       # a first row that is data, not a header
+])
+def test_one_record_and_a_first_row_of_data(tmp_path, name, text):
+    table = read_targets(write(tmp_path / name, text), LABELS)
+    assert table.lookup(tmp_path / "cat.png") == 281
+    if name == "h2.csv":
+        assert table.lookup(tmp_path / "file") == 281
+
+
+@pytest.mark.parametrize("name, text, match", [
+    ("null.json", '[[null, 281]]', r"entry 1: the image is null, not a file name"),
+    ("nulrec.json", '[{"image": null, "label": 281}]', r"entry 1: the image is null"),
+    ("broken.txt", '{"cat.png": 281,\n}', r"not valid JSON"),
+])
+def test_json_that_names_no_image_or_does_not_parse(tmp_path, name, text, match):
+    with pytest.raises(InputError, match=match):
+        read_targets(write(tmp_path / name, text), LABELS)
+
