@@ -118,7 +118,9 @@ def server(demo_gig, tmp_path_factory):
     broken = convert(tiny_cnn(folder / "broken.onnx", broken=True), folder / "broken_gig.onnx").path
     opened = folder / "opened.txt"
     browser = folder / "browser"
-    browser.write_text(f"#!{sys.executable}\nimport sys, pathlib\npathlib.Path({str(opened)!r}).write_text(sys.argv[1])\n")
+    browser.write_text(f"#!{sys.executable}\nimport os, sys, pathlib\n"  # whole or absent: the test polls for it
+                       f"pathlib.Path({str(opened)!r} + '.tmp').write_text(sys.argv[1])\n"
+                       f"os.replace({str(opened)!r} + '.tmp', {str(opened)!r})\n")
     browser.chmod(browser.stat().st_mode | stat.S_IXUSR)
     out, log = folder / "stdout.txt", folder / "server.log"
     cmd = [sys.executable, "-m", "onnx_gig.cli", "view", str(demo_gig), str(tiny), str(broken), "--name", "demo",
