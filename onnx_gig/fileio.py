@@ -16,24 +16,50 @@ from typing import Iterable, Iterator
 from .errors import InputError
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+class Protected:
+    """Input files no output may overwrite, known by file identity (device, inode; links followed). The
+    identities are read once, when an output first exists: a folder run protects every input and checks each
+    of its outputs against all of them, which one stat per input and output made quadratic (20,000 images:
+    125 ms each instead of 20)."""
+
+    def __init__(self, paths: Iterable[str | os.PathLike | None]) -> None:
+        self.paths = [p for p in paths if p is not None and not isinstance(p, (bytes, bytearray))]
+        self._ids: dict[tuple[int, int], str | os.PathLike] | None = None
+
+    def __iter__(self) -> Iterator[str | os.PathLike]:
+        return iter(self.paths)
+
+    def holding(self, dest: os.stat_result) -> str | os.PathLike | None:
+        """The protected input that is the file ``dest`` (its stat), or None."""
+        if self._ids is None:
+            ids: dict[tuple[int, int], str | os.PathLike] = {}
+            for p in self.paths:
+                try:
+                    st = os.stat(p)
+                except (OSError, ValueError):
+                    continue
+                ids.setdefault((st.st_dev, st.st_ino), p)
+            self._ids = ids
+        return self._ids.get((dest.st_dev, dest.st_ino))
 
 
 def check_output(path: str | os.PathLike, protect: Iterable[str | os.PathLike | None] = (),
                  overwrite: bool = True) -> Path:
     """Refuse an output path before any work: an input file, a folder, or (unless ``overwrite``) an existing file.
 
-    ``protect`` lists input files that must never be overwritten by this output.
+    ``protect`` lists input files that must never be overwritten by this output (a ``Protected`` where many
+    outputs are checked against the same inputs).
     """
     dest = Path(path)
     if str(path) == "":
         raise InputError("the output path is empty; give a file name")
-    for p in protect:
-        if p is not None and not isinstance(p, (bytes, bytearray)) and dest.exists() and _same_file(Path(p), dest):
+    try:
+        st = os.stat(dest)
+    except (OSError, ValueError):
+        st = None
+    if st is not None:
+        p = (protect if isinstance(protect, Protected) else Protected(protect)).holding(st)
+        if p is not None:
             raise InputError(f"refusing to overwrite the input file {p} with an output; choose another output path")
     if dest.is_dir():
         raise InputError(f"the output {dest} is a folder; give a file name")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import io
 import os
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -327,10 +327,10 @@ def png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def save_png(img: Image.Image, path: str | os.PathLike, protect: Sequence[str | os.PathLike] = ()) -> None:
+def save_png(img: Image.Image, path: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) -> None:
     """Write ``img`` as PNG atomically (complete or absent), never over a protected input file."""
     try:
-        with atomic_path(path, protect=tuple(protect)) as tmp:
+        with atomic_path(path, protect=protect) as tmp:
             img.save(tmp, format="PNG", compress_level=PNG_LEVEL)
     except GigError:
         raise

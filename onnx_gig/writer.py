@@ -19,7 +19,7 @@ import numpy as np
 
 from .batch import ExplainOptions, ImageResult, Inputs
 from .errors import InputError
-from .fileio import atomic_path, check_output, uninterrupted
+from .fileio import Protected, atomic_path, check_output, uninterrupted
 from .gallery import PAGE, render_page
 from .heatmap import render_figure, save_png, saliency_map
 from .journal import RECORD, RunRecord, fingerprint, input_key, is_done
@@ -67,7 +67,7 @@ class ResultWriter:
         self.figures, self.npy, self.overwrite = figures, npy, overwrite
         self._model_name = Path(model).name if model is not None else None
         self.options = options or ExplainOptions()
-        self._protect = [Path(p) for p in protect] + [Path(p) for p in (inputs or ())]
+        self._protect = Protected([Path(p) for p in protect] + [Path(p) for p in (inputs or ())])
         self._taken = {os.path.normcase(os.path.realpath(p)) for p in self._protect}
         self._names: dict[int, str] = {}
         self._used: set[str] = set()

@@ -627,6 +627,29 @@ def test_failure_mid_write_leaves_no_partial_file(models, tmp_path, monkeypatch,
     tally[FAULTS_KEY] += 1
 
 
+def test_protected_inputs_are_known_by_identity_once(tmp_path):
+    """A folder run's outputs are checked against every input: by (device, inode), read once; a link or a hard
+    link to an input is refused, another file is not, and an input missing is no error."""
+    from onnx_gig.errors import InputError
+    from onnx_gig.fileio import Protected, check_output
+
+    inputs = [tmp_path / f"in{i}.png" for i in range(3)]
+    for f in inputs:
+        f.write_bytes(b"photo")
+    (tmp_path / "soft.png").symlink_to(inputs[1])
+    os.link(inputs[2], tmp_path / "hard.png")
+    (tmp_path / "other.png").write_bytes(b"photo")
+    guard = Protected([*inputs, tmp_path / "gone.png", None])
+    for dest, refused in (("soft.png", True), ("hard.png", True), ("in0.png", True), ("other.png", False),
+                          ("new.png", False)):
+        if refused:
+            with pytest.raises(InputError, match="refusing to overwrite the input file"):
+                check_output(tmp_path / dest, guard)
+        else:
+            check_output(tmp_path / dest, guard)
+    assert guard._ids is not None and len(guard._ids) == 3  # read once, kept for the next output
+
+
 def test_atomic_path_cleans_up_on_keyboard_interrupt(tmp_path, tally):
     from onnx_gig.fileio import atomic_path
 
