@@ -71,6 +71,7 @@ class ResultWriter:
         self._taken = {os.path.normcase(os.path.realpath(p)) for p in self._protect}
         self._names: dict[int, str] = {}
         self._used: set[str] = set()
+        self._next: dict[str, int] = {}  # stem -> the first number its next image may try
         self._rows: dict[int, dict] = {}
         self._done: set[int] = set()
         self._todo: Optional[tuple[list[int], int]] = None
@@ -168,14 +169,15 @@ class ResultWriter:
     def _name(self, index: int, path: str) -> str:
         """The unique stem of input ``index`` (first come, first served; ``stem-2``, ``stem-3``... after)."""
         if index not in self._names:
-            stem, n = Path(path).stem or "image", 1
-            while True:
+            stem = Path(path).stem or "image"
+            n = self._next.get(stem.casefold(), 1)  # where the last search for this stem stopped: thousands of
+            while True:                             # image.png in their own folders are not quadratic
                 cand = stem if n == 1 else f"{stem}-{n}"
-                files = self._files(cand)
                 if cand.casefold() not in self._used and not any(
-                        os.path.normcase(os.path.realpath(f)) in self._taken for f in files):
+                        os.path.normcase(os.path.realpath(f)) in self._taken for f in self._files(cand)):
                     break
                 n += 1
+            self._next[stem.casefold()] = n + 1
             self._used.add(cand.casefold())
             self._names[index] = cand
         return self._names[index]
