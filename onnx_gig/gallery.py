@@ -151,10 +151,9 @@ def _finite(v):
 
 
 def _json_for_script(rows: Sequence[dict]) -> str:
-    """The rows as JSON that cannot end its <script> element: '<', '>' and '&' written as \\u escapes (and
-    no NaN, which JSON.parse refuses)."""
-    clean = [{k: _finite(v) for k, v in r.items()} for r in rows]
-    text = json.dumps(clean, ensure_ascii=False, allow_nan=False, default=str)
+    """The rows (``_page_rows``'s) as JSON that cannot end its <script> element: '<', '>' and '&' written as
+    \\u escapes."""
+    text = json.dumps(rows, ensure_ascii=False, allow_nan=False, default=str)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -177,13 +176,15 @@ def _href(name: Optional[str]) -> Optional[str]:
 
 
 def _page_rows(rows: Sequence[dict]) -> list[dict]:
-    """The rows with what the page shows of them: the path below the folder all images share, and links."""
+    """The rows as the page reads them, in one copy: no NaN (JSON.parse refuses it), and what the page shows of
+    each: the path below the folder all images share, and links."""
     common = _common_folder(rows)
     out = []
     for r in rows:
         path = str(r.get("image") or "")
         below = path[len(common):] if common and path.startswith(common) else path
-        out.append({**r, "_shown": _readable(below), "_href": _href(r.get("figure")), "_npy": _href(r.get("npy"))})
+        out.append({**{k: _finite(v) for k, v in r.items()}, "_shown": _readable(below),
+                    "_href": _href(r.get("figure")), "_npy": _href(r.get("npy"))})
     return out
 
 

@@ -32,6 +32,11 @@ Row = tuple[list[Any], str]  # a row's fields and where it is ("line 3", "entry 
 Entry = tuple[str, int, str]  # image as written, class, where
 
 
+_FORM = ("JSON targets are an object {image: class}, a list of [image, class] pairs, or records (a list, or one "
+         f"per line) with an image field ({', '.join(IMAGE_COLUMNS[:4])}, ...) and a class field "
+         f"({', '.join(CLASS_COLUMNS[:3])}, ...)")
+
+
 def _image(value: Any, at: str) -> str:
     """An image field as text: a name or a numeric ID; null, true or a list is no image."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -45,16 +50,11 @@ def _fields(item: dict) -> tuple[Optional[str], Optional[str], dict]:
             low)
 
 
-def _record(item: dict, at: str, form: str) -> Row:
+def _record(item: dict, at: str) -> Row:
     img, cls, low = _fields(item)
     if img is None or cls is None:
-        raise InputError(f"{at}: {form}")
+        raise InputError(f"{at}: {_FORM}")
     return [_image(low[img], at), low[cls]], at
-
-
-_FORM = ("JSON targets are an object {image: class}, a list of [image, class] pairs, or records (a list, or one "
-         f"per line) with an image field ({', '.join(IMAGE_COLUMNS[:4])}, ...) and a class field "
-         f"({', '.join(CLASS_COLUMNS[:3])}, ...)")
 
 
 def _json_rows(text: str) -> list[Row]:
@@ -69,12 +69,12 @@ def _json_rows(text: str) -> list[Row]:
     if isinstance(data, dict):
         img, cls, _ = _fields(data)
         if img is not None and cls is not None:  # one record, not {image: class}
-            return [_record(data, "entry 1", _FORM)]
+            return [_record(data, "entry 1")]
         return [([k, v], f"entry {n + 1}") for n, (k, v) in enumerate(data.items())]
     rows = []
     for n, item in enumerate(data if isinstance(data, list) else [None]):
         if isinstance(item, dict):
-            rows.append(_record(item, f"entry {n + 1}", _FORM))
+            rows.append(_record(item, f"entry {n + 1}"))
         elif isinstance(item, list) and len(item) == 2:
             rows.append(([_image(item[0], f"entry {n + 1}"), item[1]], f"entry {n + 1}"))
         else:
@@ -91,7 +91,7 @@ def _json_lines(lines: list[tuple[int, str]]) -> list[Row]:
             raise InputError(f"line {n}: not valid JSON ({exc.msg})") from None
         if not isinstance(item, dict):
             raise InputError(f"line {n}: {_FORM}")
-        rows.append(_record(item, f"line {n}", _FORM))
+        rows.append(_record(item, f"line {n}"))
     return rows
 
 

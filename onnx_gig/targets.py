@@ -135,6 +135,14 @@ def class_index(target: int | str, labels: Optional[Sequence[str]], classes: Opt
     return target
 
 
+def _out_of_range(cls: int, num_classes: Optional[int]) -> Optional[str]:
+    """Why ``cls`` is no class of a model with ``num_classes`` (unknown: only negatives), or None."""
+    if cls >= 0 and (num_classes is None or cls < num_classes):
+        return None
+    span = f"0..{num_classes - 1}" if num_classes is not None else "from 0"
+    return f"class {cls} is out of range (the model's classes: {span})"
+
+
 class Targets:
     """Per-image classes for a run: a label file's table (TargetTable) or a dataset's class folders
     (ClassFolders). ``source`` names it in messages, ``digest`` stands for it in the run's fingerprint."""
@@ -172,10 +180,9 @@ class Targets:
         """Refuse a class the model does not have, naming where it is given."""
         self._check_wordnet(num_classes)
         for cls, where in sorted(self.where.items()):
-            if cls < 0 or (num_classes is not None and cls >= num_classes):
-                span = f"0..{num_classes - 1}" if num_classes is not None else "from 0"
-                raise InputError(f"--targets {self.source}, {where}: class {cls} is out of range (the model's "
-                                 f"classes: {span})")
+            problem = _out_of_range(cls, num_classes)
+            if problem:
+                raise InputError(f"--targets {self.source}, {where}: {problem}")
 
     def check_covers(self, files: Sequence[str | os.PathLike]) -> None:
         """Refuse targets that give none of ``files`` a class (the wrong file, or paths spelt another way)."""
@@ -308,9 +315,9 @@ class ClassFolders(Targets):
         """A class folder the model has no class for fails its images, as a misspelt one does."""
         self._check_wordnet(num_classes)
         for name, cls in list(self.classes.items()):
-            if cls < 0 or (num_classes is not None and cls >= num_classes):
-                span = f"0..{num_classes - 1}" if num_classes is not None else "from 0"
-                self.unknown[name] = f"class {cls} is out of range (the model's classes: {span})"
+            problem = _out_of_range(cls, num_classes)
+            if problem:
+                self.unknown[name] = problem
                 del self.classes[name]
         if not self.classes:
             name = next(iter(self.unknown))
